@@ -1,0 +1,262 @@
+"""The ``galclust`` command line: parse arguments, call one library function, report.
+
+Expected failures (a bad path, a bad option, an unreadable catalog) print one line and exit with
+status 2; ``--debug`` shows the traceback instead. Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from galclust import __version__
+from galclust.exceptions import GalclustError
+
+log = logging.getLogger("galclust")
+
+EXIT_USAGE = 2
+EXIT_PROBLEMS = 1
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, pointing at ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+_EPILOG_SCAN = """\
+examples:
+  galclust scan cutouts/ -o catalog.parquet --shape 3,256,256
+  galclust scan survey/ -o catalog.parquet --pattern '*.fits.fz' --workers 4
+  galclust scan cutouts/ -o catalog.parquet --verify      # also decode every image
+
+Rescanning into an existing catalog re-reads only new or changed files; an interrupted scan
+resumes where it stopped. Beside the catalog: <stem>.txt (kept paths, one per line),
+<stem>.rejected.txt (why each file was rejected) and <stem>.provenance.json.
+"""
+
+
+def _add_scan(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "scan",
+        help="catalog folders of cutouts (FITS, PNG, JPEG, TIFF, .npy) from their headers",
+        description="Find image files below ROOT folders, read each header (not the pixels), "
+        "and write one catalog row per file with its shape (C,H,W) and status: ok, or why "
+        "it was rejected.",
+        epilog=_EPILOG_SCAN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "roots", nargs="+", metavar="ROOT", help="folders to search recursively, or files"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="CATALOG",
+        help="catalog to write or update: .parquet (recommended), .csv or .fits",
+    )
+    p.add_argument(
+        "--shape",
+        metavar="C,H,W",
+        help="keep only images of this shape, e.g. 3,256,256; others are marked wrong_shape",
+    )
+    p.add_argument(
+        "--pattern",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="file-name glob to include, repeatable (default: every image suffix)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        metavar="N",
+        help="processes reading headers (default: %(default)s)",
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="also decode pixels: reject truncated, corrupt, blank and NaN/inf images (slower)",
+    )
+    p.set_defaults(run=_run_scan)
+
+
+def _run_scan(args: argparse.Namespace) -> int:
+    from galclust.catalog.scan import ScanOptions, parse_shape, scan_catalog
+    from galclust.provenance import now, write_provenance
+
+    started = now()
+    options = ScanOptions(
+        roots=tuple(args.roots),
+        output=args.output,
+        shape=parse_shape(args.shape) if args.shape else None,
+        patterns=tuple(args.pattern),
+        workers=args.workers,
+        verify=args.verify,
+    )
+    report = scan_catalog(options)
+    write_provenance(
+        args.output,
+        command="scan",
+        options=options,
+        started=started,
+        results={"counts": report.counts, "files_per_second": round(report.files_per_second, 1)},
+    )
+    print(report.summary())
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _add_catalog(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "catalog",
+        help="work with catalogs made elsewhere (Zoobot CSV, FITS tables)",
+        description="Catalog tools. A catalog is a table with at least id_str and file_loc "
+        "columns (relative paths are taken from the catalog's folder).",
+    )
+    catalog_sub = p.add_subparsers(dest="catalog_command", metavar="COMMAND", required=True)
+    check = catalog_sub.add_parser(
+        "check",
+        help="check that every file exists, is readable, and has the expected shape",
+        description="Read every file's header, as galclust scan does, and report missing "
+        "files, unreadable images and shape mismatches. Exits 1 when any row has a problem.",
+        epilog="example:\n"
+        "  galclust catalog check gz1/catalog.csv --shape 3,423,423 -o checked.parquet",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("catalog", metavar="CATALOG", help="catalog as .csv, .parquet or .fits")
+    check.add_argument("--shape", metavar="C,H,W", help="expected shape of every image")
+    check.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N")
+    check.add_argument("--verify", action="store_true", help="also decode every image")
+    check.add_argument(
+        "-o",
+        "--output",
+        metavar="CATALOG",
+        help="write the checked catalog, with the scan columns filled in, here",
+    )
+    check.set_defaults(run=_run_catalog_check)
+
+
+def _run_catalog_check(args: argparse.Namespace) -> int:
+    from galclust.catalog.check import check_catalog
+    from galclust.catalog.scan import parse_shape
+    from galclust.catalog.schema import write_catalog
+    from galclust.provenance import now, write_provenance
+
+    started = now()
+    shape = parse_shape(args.shape) if args.shape else None
+    report = check_catalog(args.catalog, shape=shape, workers=args.workers, verify=args.verify)
+    print(report.summary())
+    if args.output:
+        write_catalog(report.catalog, args.output)
+        write_provenance(
+            args.output,
+            command="catalog check",
+            options=vars(args) | {"run": None},
+            started=started,
+            results={"counts": report.counts},
+        )
+        print(f"wrote {args.output}")
+    return 0 if report.ok else EXIT_PROBLEMS
+
+
+def _add_demo(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run every stage end to end on built-in data",
+        description="Generate a small set of galaxy cutouts with GalSim (mixed formats and "
+        "sizes, a few broken files) and run every galclust stage on them, writing the same "
+        "layout a run on your own data would have.",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        default="galclust-demo",
+        metavar="DIR",
+        help="run folder (default: %(default)s)",
+    )
+    p.add_argument("--quick", action="store_true", help="a smaller run, for tests")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from galclust.demo import run_demo
+
+    run_demo(args.output, quick=args.quick, seed=args.seed)
+    return 0
+
+
+def build_parser() -> _Parser:
+    """The ``galclust`` argument parser with every subcommand."""
+    parser = _Parser(
+        prog="galclust",
+        description="Group galaxy cutouts by morphology without labels: catalog the images, "
+        "reduce them with a VAE, cluster the latents. Start with: galclust demo",
+    )
+    parser.add_argument("--version", action="version", version=f"galclust {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
+    for add in (_add_scan, _add_catalog, _add_demo):
+        add(sub)
+    return parser
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
+    print(f"galclust: warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``galclust`` command; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    run: Callable[[argparse.Namespace], int] = args.run
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
+    try:
+        return run(args)
+    except GalclustError as exc:
+        if args.debug:
+            raise
+        print(f"galclust {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(
+            f"galclust {args.command}: interrupted; finished work is kept, "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        warnings.showwarning = previous
+
+
+if __name__ == "__main__":
+    sys.exit(main())
