@@ -36,6 +36,7 @@ from galclust.catalog.readers import (
 from galclust.catalog.schema import (
     SCAN_COLUMNS,
     atomic_write_text,
+    check_catalog_suffix,
     coerce_scan_columns,
     empty_catalog,
     read_catalog,
@@ -261,10 +262,12 @@ def _read_journal(path: Path) -> pd.DataFrame:
     rows = []
     with open(path, encoding="utf-8") as fh:
         for line in fh:
+            if not line.strip():
+                continue
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
-                break  # a torn last line from a crash
+                continue  # a line torn by a crash mid-write
     return pd.DataFrame(rows) if rows else empty_catalog()
 
 
@@ -365,6 +368,15 @@ def scan_catalog(options: ScanOptions) -> ScanReport:
     if options.workers < 1:
         raise GalclustValueError(f"--workers {options.workers} must be at least 1")
     output = Path(options.output).resolve() if options.output else None
+    if output is not None:
+        check_catalog_suffix(output)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GalclustFileError(
+                f"cannot create the output folder {output.parent} ({exc.strerror}); "
+                "choose another -o path"
+            ) from exc
 
     unreadable: list[str] = []
     found, skipped = walk(options.roots, options.patterns, unreadable=unreadable)
@@ -446,8 +458,10 @@ def _read_headers(
     jobs = [(item.path, item.size, options.verify) for item in to_read]
     chunks = [jobs[i : i + CHUNK] for i in range(0, len(jobs), CHUNK)]
     progress = Progress(len(jobs), "reading headers" if not options.verify else "verifying")
-    sink = open(journal, "a", encoding="utf-8") if journal is not None else None  # noqa: SIM115
+    sink = open(journal, "a+", encoding="utf-8") if journal is not None else None  # noqa: SIM115
     try:
+        if sink is not None and sink.tell() > 0:
+            sink.write("\n")  # end a line torn by an earlier crash; blank lines are skipped
         if sink is not None and decided:
             sink.write("".join(json.dumps(r) + "\n" for r in decided))
             sink.flush()

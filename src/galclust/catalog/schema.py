@@ -99,7 +99,8 @@ def coerce_scan_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return out[ordered]
 
 
-def _check_suffix(path: Path) -> str:
+def check_catalog_suffix(path: Path) -> str:
+    """Return the lower-case suffix of a catalog path, or raise if it is not a catalog type."""
     suffix = path.suffix.lower()
     if suffix not in CATALOG_SUFFIXES:
         raise GalclustValueError(
@@ -140,7 +141,7 @@ def read_catalog(path: str | os.PathLike[str], *, validate: bool = True) -> pd.D
     path = Path(path)
     if not path.is_file():
         raise GalclustFileError(f"catalog {path} does not exist; make one with galclust scan")
-    suffix = _check_suffix(path)
+    suffix = check_catalog_suffix(path)
     try:
         if suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
@@ -225,7 +226,7 @@ def write_catalog(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     never leaves a half-written catalog.
     """
     path = Path(path)
-    suffix = _check_suffix(path)
+    suffix = check_catalog_suffix(path)
 
     def write(tmp: Path) -> None:
         if suffix in (".parquet", ".pq"):
