@@ -16,6 +16,7 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import stat
 import time
 import warnings
@@ -258,7 +259,22 @@ def _journal_path(output: Path) -> Path:
     return output.with_name(f".{output.name}.scan-journal.jsonl")
 
 
+_ARROW_TYPES = {"string": "string", "Int64": "int64", "int64": "int64", "float64": "float64"}
+
+
 def _read_journal(path: Path) -> pd.DataFrame:
+    """Rows of a scan journal; lines torn by a crash are skipped."""
+    import pyarrow as pa
+    import pyarrow.json as pa_json
+
+    schema = pa.schema(
+        [(name, _ARROW_TYPES.get(dtype, "bool")) for name, dtype in SCAN_COLUMNS.items()]
+    )
+    options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    try:  # fast, columnar: no Python object per row
+        return coerce_scan_columns(pa_json.read_json(path, parse_options=options).to_pandas())
+    except pa.ArrowInvalid:
+        pass
     rows = []
     with open(path, encoding="utf-8") as fh:
         for line in fh:
@@ -268,7 +284,7 @@ def _read_journal(path: Path) -> pd.DataFrame:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
                 continue  # a line torn by a crash mid-write
-    return pd.DataFrame(rows) if rows else empty_catalog()
+    return coerce_scan_columns(pd.DataFrame(rows)) if rows else empty_catalog()
 
 
 def _load_prior(output: Path | None) -> pd.DataFrame:
@@ -380,6 +396,7 @@ def scan_catalog(options: ScanOptions) -> ScanReport:
 
     unreadable: list[str] = []
     found, skipped = walk(options.roots, options.patterns, unreadable=unreadable)
+    log.info("found %d candidate files in %.1f s", len(found), time.perf_counter() - start)
     prior = _load_prior(output)
     known = {
         loc: (size, mtime, verified)
@@ -484,6 +501,11 @@ def _read_headers(
             sink.close()
 
 
+def _ignore_sigint() -> None:
+    """Leave Ctrl-C to the main process, which keeps the journal and ends the pool cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def map_inspect(
     chunks: Sequence[list[tuple[str, int, bool]]], workers: int
 ) -> Iterator[list[ImageInfo]]:
@@ -496,7 +518,7 @@ def map_inspect(
             yield _inspect_chunk(chunk)
         return
     context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with context.Pool(workers) as pool:
+    with context.Pool(workers, initializer=_ignore_sigint) as pool:
         yield from pool.imap(_inspect_chunk, chunks)
 
 
