@@ -78,7 +78,9 @@ def test_empty_folder_warns_on_one_line(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     result = run("scan", str(tmp_path / "empty"), "-o", str(tmp_path / "c.parquet"))
     assert result.returncode == 0
-    assert result.stderr.startswith("galclust: warning: no image files found")
+    warning_lines = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warning_lines) == 1
+    assert warning_lines[0].startswith("galclust: warning: no image files found")
     assert pd.read_parquet(tmp_path / "c.parquet").empty
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -17,12 +16,10 @@ import pytest
 
 import galclust
 from conftest import write_fits, write_png
+from galclust.catalog import rows as rows_module
 from galclust.catalog.scan import ScanOptions, assign_ids, scan_catalog
 from galclust.catalog.schema import SCAN_COLUMNS, STATUSES, read_catalog
 from galclust.exceptions import GalclustFileError, NoImagesFoundWarning
-
-# the package exports the function scan(), which hides the module of the same name
-scan_module = importlib.import_module("galclust.catalog.scan")
 
 
 def statuses(catalog: pd.DataFrame) -> dict[str, str]:
@@ -226,17 +223,17 @@ def test_rescan_with_verify_rereads_unverified_rows(mixed_folder: Path, tmp_path
 @pytest.fixture
 def interrupt_after(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """Make the scan raise KeyboardInterrupt once ``limit[0]`` more chunks are read."""
-    monkeypatch.setattr(scan_module, "CHUNK", 3)
+    monkeypatch.setattr(rows_module, "CHUNK", 3)
     limit = [1000]
-    original = scan_module._inspect_chunk
+    original = rows_module._rows_json
 
-    def flaky(jobs):  # type: ignore[no-untyped-def]
+    def flaky(paths: list[str], verify: bool, picked: bool) -> str:
         if limit[0] == 0:
             raise KeyboardInterrupt
         limit[0] -= 1
-        return original(jobs)
+        return original(paths, verify, picked)
 
-    monkeypatch.setattr(scan_module, "_inspect_chunk", flaky)
+    monkeypatch.setattr(rows_module, "_rows_json", flaky)
     yield limit
 
 

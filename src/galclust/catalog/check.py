@@ -8,15 +8,17 @@ be used by every later galclust command.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from galclust.catalog.readers import ImageInfo
-from galclust.catalog.scan import CHUNK, apply_shape, map_inspect
-from galclust.catalog.schema import coerce_scan_columns, read_catalog
+from galclust.catalog.rows import read_journal, write_rows
+from galclust.catalog.scan import apply_shape
+from galclust.catalog.schema import SCAN_COLUMNS, coerce_scan_columns, read_catalog
+from galclust.progress import Progress
 
 
 @dataclass
@@ -77,33 +79,25 @@ def check_catalog(
     """
     frame = read_catalog(path)
     recorded = frame[list(_SHAPE_COLUMNS)].copy() if set(_SHAPE_COLUMNS) <= set(frame) else None
-    locs = [str(loc) for loc in frame["file_loc"]]
-    sizes = []
-    for loc in locs:
-        try:
-            sizes.append(os.stat(loc).st_size)
-        except OSError:
-            sizes.append(-1)
-    jobs = [(loc, size, verify) for loc, size in zip(locs, sizes, strict=True) if size >= 0]
-    infos = iter(
-        info
-        for chunk in map_inspect([jobs[i : i + CHUNK] for i in range(0, len(jobs), CHUNK)], workers)
-        for info in chunk
-    )
-    results = [
-        next(infos)
-        if size >= 0
-        else ImageInfo(None, status="missing", detail="file does not exist")
-        for size in sizes
-    ]
-    out = frame.drop(columns=[c for c in ("status", "detail") if c in frame]).copy()
-    for name in ("format", "channels", "height", "width", "dtype", "hdu", "status", "detail"):
-        out[name] = [getattr(info, name) for info in results]
-    out["bytes"] = [max(size, 0) for size in sizes]
-    out["mtime"] = [
-        os.stat(loc).st_mtime if size >= 0 else 0.0 for loc, size in zip(locs, sizes, strict=True)
-    ]
-    out["verified"] = [verify and info.status == "ok" for info in results]
+    progress = Progress(len(frame), "checking files")
+    with tempfile.TemporaryDirectory(prefix="galclust-check-") as scratch:
+        journal = Path(scratch) / "rows.jsonl"
+        with open(journal, "w", encoding="utf-8") as sink:
+            try:
+                write_rows(
+                    (str(loc) for loc in frame["file_loc"]),
+                    sink,
+                    progress,
+                    workers=workers,
+                    verify=verify,
+                    picked=True,
+                )
+            finally:
+                progress.close()
+        rows = read_journal(journal)
+    scan_columns = [c for c in SCAN_COLUMNS if c not in ("id_str", "file_loc")]
+    out = frame.drop(columns=[c for c in scan_columns if c in frame])
+    out = pd.concat([out.reset_index(drop=True), rows[scan_columns]], axis=1)
     out = apply_shape(coerce_scan_columns(out), shape)
     if recorded is not None:
         header = out[list(_SHAPE_COLUMNS)].astype("Int64")

@@ -18,7 +18,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass, replace
-from typing import IO, cast
+from typing import Protocol
 
 import numpy as np
 
@@ -39,6 +39,13 @@ _SUFFIX_FORMAT = {
 }
 #: File suffixes that a scan picks up by default (compressed FITS as ``.fits.gz`` too).
 IMAGE_SUFFIXES = tuple(_SUFFIX_FORMAT)
+
+
+class _Readable(Protocol):
+    def read(self, count: int, /) -> bytes: ...
+
+    def seek(self, pos: int, /) -> int: ...
+
 
 _BITPIX_DTYPE = {8: "uint8", 16: "int16", 32: "int32", 64: "int64", -32: "float32", -64: "float64"}
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -103,15 +110,37 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def inspect_file(path: str, size: int, *, verify: bool = False) -> ImageInfo:
+class _FdReader:
+    """Sequential ``read``/``seek`` over a raw file descriptor with ``os.pread``.
+
+    Cheaper than a buffered file object for the few small reads a header needs.
+    """
+
+    __slots__ = ("fd", "pos")
+
+    def __init__(self, fd: int, pos: int = 0) -> None:
+        self.fd = fd
+        self.pos = pos
+
+    def read(self, count: int) -> bytes:
+        data = os.pread(self.fd, count, self.pos)
+        self.pos += len(data)
+        return data
+
+    def seek(self, pos: int) -> int:
+        self.pos = pos
+        return pos
+
+
+def inspect_file(path: str, size: int | None = None, *, verify: bool = False) -> ImageInfo:
     """Read the header of one image file (and decode its pixels if ``verify``).
 
     Parameters
     ----------
     path : str
         Path of the file.
-    size : int
-        File size in bytes, as given by ``os.stat`` (used to detect truncation cheaply).
+    size : int, optional
+        File size in bytes if already known from ``os.stat`` (used to detect truncation).
     verify : bool, default False
         Also decode every pixel and reject truncated, corrupt, blank and non-finite images.
 
@@ -121,35 +150,43 @@ def inspect_file(path: str, size: int, *, verify: bool = False) -> ImageInfo:
         Shape as (C, H, W), dtype, the FITS HDU, and ``status``/``detail``.
     """
     hinted = format_from_name(path)
-    if size == 0:
-        return ImageInfo(hinted, status="empty_file", detail="file is 0 bytes long")
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(FITS_BLOCK)
-            kind = sniff_format(head)
-            if kind == "gzip":
-                info = _fits_gzip(path, hinted)
-            elif kind == "fits":
-                info = _fits_header(fh, size, head)
-            elif kind == "png":
-                info = _png_header(fh, head, size)
-            elif kind == "jpeg":
-                info = _jpeg_header(fh, head)
-            elif kind == "npy":
-                info = _npy_header(head, size)
-            elif kind == "tiff":
-                info = _tiff_header(path)
-            else:
-                expected = hinted or "image"
-                return ImageInfo(
-                    hinted,
-                    status="corrupt",
-                    detail=f"not a {expected.upper()} file: starts with {head[:12]!r}",
-                )
+        fd = os.open(path, os.O_RDONLY)
     except PermissionError:
         return ImageInfo(hinted, status="unreadable", detail="permission denied; check chmod")
     except OSError as exc:
         return ImageInfo(hinted, status="unreadable", detail=_os_detail(exc))
+    try:
+        if size is None:
+            size = os.fstat(fd).st_size
+        if size == 0:
+            return ImageInfo(hinted, status="empty_file", detail="file is 0 bytes long")
+        head = os.pread(fd, FITS_BLOCK, 0)
+        kind = sniff_format(head)
+        reader = _FdReader(fd, len(head))
+        if kind == "gzip":
+            info = _fits_gzip(path, hinted)
+        elif kind == "fits":
+            info = _walk_fits(reader, head, size)
+        elif kind == "png":
+            info = _png_header(reader, head, size)
+        elif kind == "jpeg":
+            info = _jpeg_header(reader, head)
+        elif kind == "npy":
+            info = _npy_header(head, size)
+        elif kind == "tiff":
+            info = _tiff_header(path)
+        else:
+            expected = hinted or "image"
+            return ImageInfo(
+                hinted,
+                status="corrupt",
+                detail=f"not a {expected.upper()} file: starts with {head[:12]!r}",
+            )
+    except OSError as exc:
+        return ImageInfo(hinted, status="unreadable", detail=_os_detail(exc))
+    finally:
+        os.close(fd)
     if hinted is not None and info.format is not None and hinted != info.format:
         info = replace(info, detail=_join(info.detail, f"content is {info.format.upper()}"))
     if verify and info.status == "ok":
@@ -189,12 +226,18 @@ def _card_value(raw: str) -> str | int | float | bool:
 
 
 _WANTED_CARDS = frozenset(
-    {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "BZERO", "BSCALE", "ZIMAGE"}
-    | {"ZBITPIX", "ZNAXIS", "ZCMPTYPE"}
+    name.ljust(8).encode()
+    for name in (
+        *("SIMPLE", "XTENSION", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "BZERO", "BSCALE"),
+        *("ZIMAGE", "ZBITPIX", "ZNAXIS"),
+        *(f"NAXIS{i}" for i in range(1, 1000)),
+        *(f"ZNAXIS{i}" for i in range(1, 100)),
+    )
 )
+_END = b"END".ljust(8)
 
 
-def _read_fits_header(read: IO[bytes], first: bytes) -> tuple[dict[str, object], int] | None:
+def _read_fits_header(read: _Readable, first: bytes) -> tuple[dict[str, object], int] | None:
     """Parse the cards galclust needs from one header; return them and the header length.
 
     ``first`` is the header's first block (already read). Returns None when no END card comes
@@ -208,16 +251,12 @@ def _read_fits_header(read: IO[bytes], first: bytes) -> tuple[dict[str, object],
             return None
         nblocks += 1
         for start in range(0, FITS_BLOCK, _CARD):
-            key = block[start : start + 8].rstrip()
-            if key == b"END":
+            key = block[start : start + 8]
+            if key in _WANTED_CARDS and block[start + 8 : start + 10] == b"= ":
+                value = block[start + 10 : start + _CARD].decode("ascii", "replace")
+                cards[key.rstrip().decode()] = _card_value(value)
+            elif key == _END:
                 return cards, nblocks * FITS_BLOCK
-            name = key.decode("ascii", "replace")
-            if block[start + 8 : start + 10] == b"= " and (
-                name in _WANTED_CARDS or name.startswith(("NAXIS", "ZNAXIS"))
-            ):
-                cards[name] = _card_value(
-                    block[start + 10 : start + _CARD].decode("ascii", "replace")
-                )
         if nblocks >= _MAX_HEADER_BLOCKS:
             return None
         block = read.read(FITS_BLOCK)
@@ -250,7 +289,7 @@ def _squeeze_axes(axes: list[int]) -> list[int]:
     return kept
 
 
-def _walk_fits(read: IO[bytes], first: bytes, size: int | None) -> ImageInfo:
+def _walk_fits(read: _Readable, first: bytes, size: int | None) -> ImageInfo:
     """Walk the HDUs from the current header to the first one holding a 2-D or 3-D image."""
     if not first.startswith(b"SIMPLE  ="):
         return ImageInfo(
@@ -329,16 +368,12 @@ def _walk_fits(read: IO[bytes], first: bytes, size: int | None) -> ImageInfo:
     )
 
 
-def _skip(read: IO[bytes], count: int) -> None:
+def _skip(read: _Readable, count: int) -> None:
     while count > 0:
         chunk = read.read(min(count, 1 << 20))
         if not chunk:
             return
         count -= len(chunk)
-
-
-def _fits_header(fh: IO[bytes], size: int, head: bytes) -> ImageInfo:
-    return _walk_fits(fh, head, size)
 
 
 def _fits_gzip(path: str, hinted: str | None) -> ImageInfo:
@@ -347,7 +382,7 @@ def _fits_gzip(path: str, hinted: str | None) -> ImageInfo:
             head = gz.read(FITS_BLOCK)
             if sniff_format(head) != "fits":
                 return ImageInfo(hinted, status="corrupt", detail="gzip file does not hold FITS")
-            info = _walk_fits(cast(IO[bytes], gz), head, None)
+            info = _walk_fits(gz, head, None)
     except EOFError:
         return ImageInfo("fits", status="truncated", detail="gzip stream ends early")
     except (gzip.BadGzipFile, zlib.error) as exc:
@@ -358,7 +393,7 @@ def _fits_gzip(path: str, hinted: str | None) -> ImageInfo:
 # --- PNG, JPEG, TIFF, NumPy --------------------------------------------------------------------
 
 
-def _png_header(fh: IO[bytes], head: bytes, size: int) -> ImageInfo:
+def _png_header(fh: _Readable, head: bytes, size: int) -> ImageInfo:
     if len(head) < 33 or head[12:16] != b"IHDR":
         return ImageInfo(
             "png", status="truncated" if len(head) < 33 else "corrupt", detail="no IHDR chunk"
@@ -391,7 +426,7 @@ def _png_header(fh: IO[bytes], head: bytes, size: int) -> ImageInfo:
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
-def _jpeg_header(fh: IO[bytes], head: bytes) -> ImageInfo:
+def _jpeg_header(fh: _Readable, head: bytes) -> ImageInfo:
     data = head
     pos = 2
     while True:

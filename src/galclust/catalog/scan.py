@@ -1,23 +1,19 @@
 """``galclust scan``: turn folders of galaxy cutouts into a catalog, reading headers only.
 
-The scan runs in two passes. The walk lists every candidate file with ``os.scandir`` (one
-``stat`` each, following folder symlinks but visiting each real folder once). The read pass
-parses each new or changed file's header in ``workers`` processes and appends its row to a
-journal beside the output (``.<name>.scan-journal.jsonl``), flushed every chunk. The catalog is
-written only at the end, atomically; after Ctrl-C or a crash, rerunning the same command reuses
-the journal and the previous catalog, and re-reads only what is missing or changed (by size and
-modification time).
+A first pass lists the folders below each root (loop-safe) and counts candidate files. The
+second pass streams file paths to ``workers`` processes, which stat each file, parse its header
+and return finished rows; the main process appends them to a journal beside the output
+(``.<name>.scan-journal.jsonl``), flushed every chunk. The catalog is written only at the end,
+atomically. After Ctrl-C or a crash, rerunning the same command reuses the journal and the
+previous catalog and re-reads only what is missing or changed (by size and modification time).
+Memory grows only with the catalog itself (a few hundred bytes per file), never with pixels.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import json
 import logging
-import multiprocessing
 import os
-import signal
-import stat
+import tempfile
 import time
 import warnings
 from collections import Counter
@@ -25,15 +21,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from galclust.catalog.readers import (
-    IMAGE_SUFFIXES,
-    ImageInfo,
-    format_from_name,
-    inspect_file,
-    stem_of,
-)
+from galclust.catalog.readers import IMAGE_SUFFIXES, stem_of
+from galclust.catalog.rows import open_journal, read_journal, write_rows
 from galclust.catalog.schema import (
     SCAN_COLUMNS,
     atomic_write_text,
@@ -43,13 +35,15 @@ from galclust.catalog.schema import (
     read_catalog,
     write_catalog,
 )
+from galclust.catalog.walk import iter_files, list_folders
 from galclust.exceptions import GalclustFileError, GalclustValueError, NoImagesFoundWarning
 from galclust.progress import Progress
 
 log = logging.getLogger(__name__)
 
-CHUNK = 256
 _ID_SEPARATOR = "__"
+#: Rows with these statuses are re-read on every rescan: fixing them changes no size or mtime.
+_ALWAYS_REREAD = frozenset({"unreadable", "missing"})
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -116,188 +110,21 @@ class ScanReport:
         return "\n".join(lines)
 
 
-@dataclass(frozen=True, slots=True)
-class _Found:
-    path: str  # as the file system gives it (may hold surrogates for non-UTF-8 bytes)
-    size: int
-    mtime: float
-    error: str = ""  # set when stat failed: the row is rejected without reading
-
-
-def _matches(name: str, rel: str, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) for p in patterns)
-
-
-def walk(
-    roots: Sequence[str], patterns: Sequence[str] = (), *, unreadable: list[str] | None = None
-) -> tuple[list[_Found], int]:
-    """List candidate image files below ``roots``; return them and the count of other files.
-
-    Folder symlinks are followed, but each real folder is visited once, so symlink loops end.
-    """
-    found: list[_Found] = []
-    skipped = 0
-    seen_dirs: set[tuple[int, int]] = set()
-    for root in roots:
-        root_path = os.path.abspath(root)
-        if os.path.isfile(root_path):
-            found.append(_stat_file(root_path))
-            continue
-        stack = [root_path]
-        while stack:
-            folder = stack.pop()
-            try:
-                info = os.stat(folder)
-            except OSError:
-                continue
-            key = (info.st_dev, info.st_ino)
-            if key in seen_dirs:
-                continue
-            seen_dirs.add(key)
-            try:
-                with os.scandir(folder) as entries:
-                    listed = sorted(entries, key=lambda e: e.name)
-            except OSError as exc:
-                if unreadable is not None:
-                    unreadable.append(f"{folder} ({exc.strerror})")
-                continue
-            subfolders = []
-            for entry in listed:
-                try:
-                    is_dir = entry.is_dir(follow_symlinks=True)
-                except OSError:
-                    is_dir = False
-                if is_dir:
-                    subfolders.append(entry.path)
-                    continue
-                rel = os.path.relpath(entry.path, root_path)
-                wanted = (
-                    _matches(entry.name, rel, patterns)
-                    if patterns
-                    else format_from_name(entry.name) is not None
-                )
-                if not wanted:
-                    skipped += 1
-                    continue
-                found.append(_stat_file(entry.path))
-            stack.extend(reversed(subfolders))  # depth first, in name order
-    return found, skipped
-
-
-def _stat_file(path: str) -> _Found:
-    try:
-        info = os.stat(path)
-    except OSError as exc:
-        if os.path.islink(path):
-            target = os.readlink(path)
-            why = "symlink loop" if exc.errno == 40 else f"broken symlink to {target}"
-            return _Found(path, 0, 0.0, f"{why} ({exc.strerror})")
-        return _Found(path, 0, 0.0, exc.strerror or str(exc))
-    if not stat.S_ISREG(info.st_mode):
-        return _Found(path, 0, info.st_mtime, "not a regular file")
-    return _Found(path, info.st_size, info.st_mtime)
-
-
-def _display_path(path: str) -> tuple[str, bool]:
-    """Return a UTF-8 string for ``path`` and whether the name was valid UTF-8."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return os.fsencode(path).decode("utf-8", "backslashreplace"), False
-    return path, True
-
-
-def _inspect(job: tuple[str, int, bool]) -> ImageInfo:
-    path, size, verify = job
-    return inspect_file(path, size, verify=verify)
-
-
-def _inspect_chunk(jobs: list[tuple[str, int, bool]]) -> list[ImageInfo]:
-    return [_inspect(job) for job in jobs]
-
-
-def _row(found: _Found, info: ImageInfo, verify: bool) -> dict[str, object]:
-    loc, _ = _display_path(found.path)
-    return {
-        "file_loc": loc,
-        "format": info.format,
-        "channels": info.channels,
-        "height": info.height,
-        "width": info.width,
-        "dtype": info.dtype,
-        "hdu": info.hdu,
-        "bytes": found.size,
-        "mtime": found.mtime,
-        "status": info.status,
-        "detail": info.detail,
-        "verified": verify and info.status == "ok",
-    }
-
-
-def _precheck(found: _Found, patterns: Sequence[str]) -> ImageInfo | None:
-    """Rows decided without opening the file (stat failed, bad name, unknown format)."""
-    fmt = format_from_name(found.path)
-    if found.error:
-        return ImageInfo(fmt, status="unreadable", detail=found.error)
-    _, valid_name = _display_path(found.path)
-    if not valid_name:
-        return ImageInfo(
-            fmt,
-            status="bad_filename",
-            detail="file name is not valid UTF-8; rename it (e.g. convmv -f latin1 -t utf8)",
-        )
-    if fmt is None and patterns:
-        return ImageInfo(
-            None,
-            status="unsupported_format",
-            detail="not a FITS, PNG, JPEG, TIFF or .npy name; narrow --pattern",
-        )
-    return None
-
-
 def _journal_path(output: Path) -> Path:
     return output.with_name(f".{output.name}.scan-journal.jsonl")
-
-
-_ARROW_TYPES = {"string": "string", "Int64": "int64", "int64": "int64", "float64": "float64"}
-
-
-def _read_journal(path: Path) -> pd.DataFrame:
-    """Rows of a scan journal; lines torn by a crash are skipped."""
-    import pyarrow as pa
-    import pyarrow.json as pa_json
-
-    schema = pa.schema(
-        [(name, _ARROW_TYPES.get(dtype, "bool")) for name, dtype in SCAN_COLUMNS.items()]
-    )
-    options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-    try:  # fast, columnar: no Python object per row
-        return coerce_scan_columns(pa_json.read_json(path, parse_options=options).to_pandas())
-    except pa.ArrowInvalid:
-        pass
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line torn by a crash mid-write
-    return coerce_scan_columns(pd.DataFrame(rows)) if rows else empty_catalog()
 
 
 def _load_prior(output: Path | None) -> pd.DataFrame:
     """Rows from an earlier catalog at ``output`` and from an interrupted scan's journal."""
     frames = []
     if output is not None and output.exists():
-        frames.append(read_catalog(output, validate=False))
+        frames.append(coerce_scan_columns(read_catalog(output, validate=False)))
     if output is not None and _journal_path(output).exists():
-        frames.append(_read_journal(_journal_path(output)))
+        frames.append(read_journal(_journal_path(output)))
     frames = [f for f in frames if len(f)]
     if not frames:
         return empty_catalog()
-    prior = pd.concat([coerce_scan_columns(f) for f in frames], ignore_index=True)
+    prior = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     return prior.drop_duplicates("file_loc", keep="last").reset_index(drop=True)
 
 
@@ -375,7 +202,9 @@ def scan_catalog(options: ScanOptions) -> ScanReport:
     Raises
     ------
     GalclustFileError
-        A root does not exist.
+        A root does not exist, or the output folder cannot be made.
+    GalclustValueError
+        ``workers`` < 1, or the output is not a catalog type.
     """
     start = time.perf_counter()
     for root in options.roots:
@@ -394,51 +223,36 @@ def scan_catalog(options: ScanOptions) -> ScanReport:
                 "choose another -o path"
             ) from exc
 
-    unreadable: list[str] = []
-    found, skipped = walk(options.roots, options.patterns, unreadable=unreadable)
-    log.info("found %d candidate files in %.1f s", len(found), time.perf_counter() - start)
+    tree = list_folders(options.roots, options.patterns)
+    log.info(
+        "found %d candidate files in %d folders in %.1f s",
+        tree.candidates, len(tree.folders), time.perf_counter() - start,
+    )  # fmt: skip
     prior = _load_prior(output)
-    known = {
-        loc: (size, mtime, verified)
-        for loc, size, mtime, verified in zip(
-            prior["file_loc"], prior["bytes"], prior["mtime"], prior["verified"], strict=True
-        )
-    }
+    reuse = _Reuse(prior, options.verify)
+    with tempfile.TemporaryDirectory(prefix="galclust-scan-") as scratch:
+        journal = _journal_path(output) if output is not None else Path(scratch) / "journal.jsonl"
+        sink, offset = open_journal(journal)
+        what = "verifying images" if options.verify else "reading headers"
+        progress = Progress(tree.candidates, what)
+        try:
+            files_read = write_rows(
+                reuse.filter(iter_files(tree, options.patterns), progress),
+                sink,
+                progress,
+                workers=options.workers,
+                verify=options.verify,
+                picked=bool(options.patterns),
+            )
+        finally:
+            progress.close()
+            sink.close()
+        fresh = read_journal(journal, offset)
 
-    to_read: list[_Found] = []
-    decided: list[dict[str, object]] = []
-    reused = 0
-    for item in found:
-        early = _precheck(item, options.patterns)
-        if early is not None:
-            decided.append(_row(item, early, False))
-            continue
-        old = known.get(item.path)
-        if (
-            old is not None
-            and old[0] == item.size
-            and abs(old[1] - item.mtime) < 1e-3
-            and (old[2] or not options.verify)
-        ):
-            reused += 1
-        else:
-            to_read.append(item)
-
-    journal = _journal_path(output) if output is not None else None
-    _read_headers(to_read, options, journal, decided)
-
-    seen = {_display_path(item.path)[0] for item in found}
-    fresh = _read_journal(journal) if journal is not None and journal.exists() else None
-    if fresh is None:
-        fresh = pd.DataFrame(decided) if decided else empty_catalog()
-    frames = [coerce_scan_columns(f) for f in (prior, fresh) if len(f)]
-    catalog = (
-        pd.concat(frames, ignore_index=True).drop_duplicates("file_loc", keep="last")
-        if frames
-        else empty_catalog()
-    )
-    catalog = catalog[catalog["file_loc"].isin(seen)].sort_values("file_loc").reset_index(drop=True)
-    catalog = apply_shape(catalog, options.shape)
+    frames = [f for f in (prior[reuse.keep], fresh) if len(f)]
+    catalog = pd.concat(frames, ignore_index=True) if frames else empty_catalog()
+    catalog = catalog.drop_duplicates("file_loc", keep="last").sort_values("file_loc")
+    catalog = apply_shape(catalog.reset_index(drop=True), options.shape)
     catalog["id_str"] = pd.array(assign_ids(list(catalog["file_loc"])), dtype="string")
     catalog = coerce_scan_columns(catalog[list(SCAN_COLUMNS)])
 
@@ -452,74 +266,47 @@ def scan_catalog(options: ScanOptions) -> ScanReport:
     report = ScanReport(
         catalog=catalog,
         counts=dict(Counter(catalog["status"])),
-        files_read=len(to_read),
-        files_reused=reused,
-        skipped_non_images=skipped,
+        files_read=files_read,
+        files_reused=reuse.count,
+        skipped_non_images=tree.others,
         seconds=time.perf_counter() - start,
-        unreadable_folders=unreadable,
+        unreadable_folders=tree.unreadable,
     )
     if output is not None:
         write_scan_outputs(report, output)
-        if journal is not None:
-            journal.unlink(missing_ok=True)
+        _journal_path(output).unlink(missing_ok=True)
     return report
 
 
-def _read_headers(
-    to_read: list[_Found],
-    options: ScanOptions,
-    journal: Path | None,
-    decided: list[dict[str, object]],
-) -> None:
-    """Read headers of ``to_read`` in parallel; append every row to the journal (or ``decided``)."""
-    jobs = [(item.path, item.size, options.verify) for item in to_read]
-    chunks = [jobs[i : i + CHUNK] for i in range(0, len(jobs), CHUNK)]
-    progress = Progress(len(jobs), "reading headers" if not options.verify else "verifying")
-    sink = open(journal, "a+", encoding="utf-8") if journal is not None else None  # noqa: SIM115
-    try:
-        if sink is not None and sink.tell() > 0:
-            sink.write("\n")  # end a line torn by an earlier crash; blank lines are skipped
-        if sink is not None and decided:
-            sink.write("".join(json.dumps(r) + "\n" for r in decided))
-            sink.flush()
-        offset = 0
-        for infos in map_inspect(chunks, options.workers):
-            rows = [
-                _row(item, info, options.verify)
-                for item, info in zip(to_read[offset : offset + len(infos)], infos, strict=True)
-            ]
-            offset += len(infos)
-            if sink is not None:
-                sink.write("".join(json.dumps(r) + "\n" for r in rows))
-                sink.flush()
-            else:
-                decided.extend(rows)
-            progress.update(len(infos))
-    finally:
-        progress.close()
-        if sink is not None:
-            sink.close()
+class _Reuse:
+    """Decide which files an earlier catalog already describes (same size and mtime)."""
 
+    def __init__(self, prior: pd.DataFrame, verify: bool) -> None:
+        usable = ~prior["status"].isin(list(_ALWAYS_REREAD)).to_numpy(dtype=bool)
+        if verify:
+            usable &= prior["verified"].to_numpy(dtype=bool)
+        self.index = {loc: i for i, loc in enumerate(prior["file_loc"]) if usable[i]}
+        self.sizes = prior["bytes"].to_numpy()
+        self.mtimes = prior["mtime"].to_numpy()
+        self.keep = np.zeros(len(prior), dtype=bool)
+        self.count = 0
 
-def _ignore_sigint() -> None:
-    """Leave Ctrl-C to the main process, which keeps the journal and ends the pool cleanly."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def map_inspect(
-    chunks: Sequence[list[tuple[str, int, bool]]], workers: int
-) -> Iterator[list[ImageInfo]]:
-    """Inspect chunks of (path, size, verify) jobs in order, in ``workers`` processes.
-
-    With one worker (or one chunk) the work runs in this process.
-    """
-    if workers == 1 or len(chunks) <= 1:
-        for chunk in chunks:
-            yield _inspect_chunk(chunk)
-        return
-    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with context.Pool(workers, initializer=_ignore_sigint) as pool:
-        yield from pool.imap(_inspect_chunk, chunks)
+    def filter(self, paths: Iterable[str], progress: Progress) -> Iterator[str]:
+        """Yield the paths that must be read; mark the others kept."""
+        for path in paths:
+            i = self.index.get(path)
+            if i is not None:
+                try:
+                    info = os.stat(path)
+                except OSError:
+                    yield path
+                    continue
+                if info.st_size == self.sizes[i] and abs(info.st_mtime - self.mtimes[i]) < 1e-3:
+                    self.keep[i] = True
+                    self.count += 1
+                    progress.update(1)
+                    continue
+            yield path
 
 
 def write_scan_outputs(report: ScanReport, output: Path) -> None:
