@@ -80,8 +80,14 @@ def test_same_stem_in_two_folders_gets_distinct_ids(tmp_path: Path) -> None:
         (tmp_path / folder).mkdir()
         write_png(tmp_path / folder / "J1234+5678.png")
     write_png(tmp_path / "north" / "unique.png")
+    write_png(tmp_path / "north__unique.png")  # looks like a disambiguated id
+    (tmp_path / "east").mkdir()
+    write_png(tmp_path / "east" / "unique.png")
     catalog = galclust.scan(tmp_path)
-    assert sorted(catalog.id_str) == ["north__J1234+5678", "south__J1234+5678", "unique"]
+    assert catalog.id_str.is_unique
+    ids = set(catalog.id_str)
+    assert {"north__J1234+5678", "south__J1234+5678", "east__unique"} <= ids
+    assert catalog.id_str.tolist() == assign_ids(catalog.file_loc.tolist())
 
 
 def test_ids_for_clashing_stems_and_extensions() -> None:
@@ -91,6 +97,7 @@ def test_ids_for_clashing_stems_and_extensions() -> None:
     assert ids[2:4] == ["d__a__y.png", "d__a__y.fits"]
     assert ids[0] == "d__a__x" and ids[4] == "e__a__x"
     assert assign_ids(paths) == ids
+    assert len(set(assign_ids(["/a/x.png", "/a/x.png"]))) == 2
 
 
 def test_symlink_loops_do_not_hang_or_duplicate(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import gzip
 import io
 import math
 import os
+import re
 import struct
 import zlib
 from dataclasses import dataclass, replace
@@ -82,15 +83,13 @@ def format_from_name(name: str) -> str | None:
     return _SUFFIX_FORMAT.get(os.path.splitext(lower)[1])
 
 
+#: Compression suffixes, then an image suffix, as stripped from a file name to make its stem.
+STEM_SUFFIXES = re.compile(r"(\.(fits|fit|fts|png|jpg|jpeg|jpe|tif|tiff|npy))?(\.(gz|fz))*$", re.I)
+
+
 def stem_of(name: str) -> str:
     """File name without its image suffixes: ``gal.fits.gz`` and ``gal.fits.fz`` -> ``gal``."""
-    base = name
-    lower = base.lower()
-    for suffix in (".gz", ".fz"):
-        if lower.endswith(suffix):
-            base, lower = base[: -len(suffix)], lower[: -len(suffix)]
-    root, ext = os.path.splitext(base)
-    return root if ext.lower() in _SUFFIX_FORMAT else base
+    return STEM_SUFFIXES.sub("", name, count=1) or name
 
 
 def sniff_format(head: bytes) -> str | None:

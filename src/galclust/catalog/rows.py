@@ -198,8 +198,11 @@ def read_journal(path: Path, offset: int = 0) -> pd.DataFrame:
     options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
     with open(path, "rb") as fh:
         fh.seek(offset)
-        try:  # fast and columnar: no Python object per row
-            return coerce_scan_columns(pa_json.read_json(fh, parse_options=options).to_pandas())
+        try:  # streamed block by block into columns: no Python object per row
+            reader = pa_json.open_json(
+                fh, read_options=pa_json.ReadOptions(use_threads=False), parse_options=options
+            )
+            return coerce_scan_columns(reader.read_all().to_pandas())
         except pa.ArrowInvalid:
             fh.seek(offset)
             lines = fh.read().decode("utf-8", "replace").splitlines()

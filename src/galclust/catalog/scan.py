@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from galclust.catalog.readers import IMAGE_SUFFIXES, stem_of
+from galclust.catalog.readers import IMAGE_SUFFIXES, STEM_SUFFIXES, stem_of
 from galclust.catalog.rows import open_journal, read_journal, write_rows
 from galclust.catalog.schema import (
     SCAN_COLUMNS,
@@ -163,26 +163,44 @@ def assign_ids(paths: Sequence[str]) -> list[str]:
     its plain name. Files of one folder that differ only in extension get the extension added.
     Depends only on the set of paths, so rescanning the same files gives the same ids.
     """
-    parts = [p.split(os.sep) for p in paths]
-    depth = [0] * len(paths)
+    ids = [stem_of(os.path.basename(p)) for p in paths]
+    return _disambiguate(paths, ids)
 
-    def make(i: int) -> str:
-        comps = parts[i]
-        stem = stem_of(comps[-1])
-        level = depth[i]
-        if level < len(comps):
-            return _ID_SEPARATOR.join([*comps[-1 - level : -1], stem])
-        return _ID_SEPARATOR.join([*comps[1:-1], comps[-1]])  # folders + full file name
 
-    ids = [make(i) for i in range(len(paths))]
+def _ids_of(locs: pd.Series) -> pd.Series:
+    """:func:`assign_ids` for a column, vectorised: only clashing stems go through Python."""
+    names = locs.str.replace(r"^.*/", "", regex=True)
+    stems = names.str.replace(STEM_SUFFIXES.pattern, "", regex=True, case=False)
+    stems = stems.where(stems != "", names)
+    clash = stems.duplicated(keep=False).to_numpy()
+    if not clash.any():
+        return stems.astype("string")
+    ids = np.array(stems.astype(object).to_numpy(), dtype=object)
+    rows = np.flatnonzero(clash)
+    ids[rows] = _disambiguate([locs.iloc[i] for i in rows], [ids[i] for i in rows])
+    result = pd.Series(ids, index=locs.index, dtype="string")
+    if result.duplicated().any():  # a new id met an unclashed stem: redo on every path
+        result = pd.Series(assign_ids(list(locs)), index=locs.index, dtype="string")
+    return result
+
+
+def _disambiguate(paths: Sequence[str], ids: list[str]) -> list[str]:
+    """Prepend parent folders to the ids that clash until every id is unique."""
+    depth: dict[int, int] = {}
     while True:
         counts = Counter(ids)
         clashing = [i for i, ident in enumerate(ids) if counts[ident] > 1]
         if not clashing:
             return ids
-        for i in clashing:
-            depth[i] += 1
-            ids[i] = make(i)
+        for i in clashing:  # only clashing paths are split into folders: few, in practice
+            depth[i] = level = depth.get(i, 0) + 1
+            comps = paths[i].split(os.sep)
+            if level < len(comps):
+                ids[i] = _ID_SEPARATOR.join([*comps[-1 - level : -1], stem_of(comps[-1])])
+            elif level == len(comps):  # every folder used: the full name tells them apart
+                ids[i] = _ID_SEPARATOR.join([*comps[1:-1], comps[-1]])
+            else:  # the same path given twice
+                ids[i] = f"{_ID_SEPARATOR.join([*comps[1:-1], comps[-1]])}~{i}"
 
 
 def scan_catalog(options: ScanOptions) -> ScanReport:
@@ -253,7 +271,7 @@ def scan_catalog(options: ScanOptions) -> ScanReport:
     catalog = pd.concat(frames, ignore_index=True) if frames else empty_catalog()
     catalog = catalog.drop_duplicates("file_loc", keep="last").sort_values("file_loc")
     catalog = apply_shape(catalog.reset_index(drop=True), options.shape)
-    catalog["id_str"] = pd.array(assign_ids(list(catalog["file_loc"])), dtype="string")
+    catalog["id_str"] = _ids_of(catalog["file_loc"])
     catalog = coerce_scan_columns(catalog[list(SCAN_COLUMNS)])
 
     if catalog.empty:
