@@ -11,6 +11,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-from galclust.catalog import read_catalog, scan, write_catalog
+from galclust.catalog.scan import scan
+from galclust.catalog.schema import read_catalog, write_catalog
 
 __all__ = ["__version__", "read_catalog", "scan", "write_catalog"]

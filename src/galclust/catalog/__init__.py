@@ -1,4 +1,8 @@
-"""Catalogs of galaxy cutouts: scanning folders, reading headers, the catalog schema."""
+"""Catalogs of galaxy cutouts: scanning folders, reading headers, the catalog schema.
+
+``galclust.scan`` (the function) lives in :mod:`galclust.catalog.scan`; it is not re-exported
+here so that ``galclust.catalog.scan`` keeps naming the module.
+"""
 
 from galclust.catalog.check import CheckReport, check_catalog
 from galclust.catalog.readers import ImageInfo, inspect_file, read_pixels
@@ -7,7 +11,6 @@ from galclust.catalog.scan import (
     ScanReport,
     assign_ids,
     parse_shape,
-    scan,
     scan_catalog,
 )
 from galclust.catalog.schema import (
@@ -33,7 +36,6 @@ __all__ = [
     "parse_shape",
     "read_catalog",
     "read_pixels",
-    "scan",
     "scan_catalog",
     "validate_catalog",
     "write_catalog",

@@ -11,6 +11,7 @@ Every reader returns an :class:`ImageInfo`; problems with the file become a ``st
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import math
@@ -19,7 +20,7 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -78,9 +79,9 @@ def format_from_name(name: str) -> str | None:
     """Return the image format a file name suggests, or None (``.fits.gz`` -> ``fits``)."""
     lower = name.lower()
     if lower.endswith(".gz"):
-        lower = lower[:-3]
-        return "fits" if lower.endswith(_FITS_SUFFIXES) else None
-    return _SUFFIX_FORMAT.get(os.path.splitext(lower)[1])
+        return "fits" if lower[:-3].endswith(_FITS_SUFFIXES) else None
+    dot = lower.rfind(".")
+    return _SUFFIX_FORMAT.get(lower[dot:]) if dot > lower.rfind("/") else None
 
 
 #: Compression suffixes, then an image suffix, as stripped from a file name to make its stem.
@@ -234,6 +235,7 @@ _WANTED_CARDS = frozenset(
     )
 )
 _END = b"END".ljust(8)
+_CARD_STARTS = range(0, FITS_BLOCK, _CARD)
 
 
 def _read_fits_header(read: _Readable, first: bytes) -> tuple[dict[str, object], int] | None:
@@ -249,11 +251,12 @@ def _read_fits_header(read: _Readable, first: bytes) -> tuple[dict[str, object],
         if len(block) < FITS_BLOCK:
             return None
         nblocks += 1
-        for start in range(0, FITS_BLOCK, _CARD):
+        for start in _CARD_STARTS:
             key = block[start : start + 8]
-            if key in _WANTED_CARDS and block[start + 8 : start + 10] == b"= ":
-                value = block[start + 10 : start + _CARD].decode("ascii", "replace")
-                cards[key.rstrip().decode()] = _card_value(value)
+            if key in _WANTED_CARDS:
+                if block[start + 8 : start + 10] == b"= ":
+                    value = block[start + 10 : start + _CARD].decode("ascii", "replace")
+                    cards[key.rstrip().decode()] = _card_value(value)
             elif key == _END:
                 return cards, nblocks * FITS_BLOCK
         if nblocks >= _MAX_HEADER_BLOCKS:
@@ -461,19 +464,46 @@ def _jpeg_header(fh: _Readable, head: bytes) -> ImageInfo:
         pos += 2 + length
 
 
+# The header dict exactly as numpy writes it; anything else goes through numpy's own parser.
+_NPY_DICT = re.compile(
+    rb"\{'descr': '([^']+)', 'fortran_order': (?:True|False), 'shape': \(([0-9, ]*)\), \}"
+)
+
+
+@functools.cache
+def _npy_dtype(descr: bytes) -> np.dtype[Any]:
+    return np.dtype(descr.decode("ascii"))
+
+
+def _parse_npy_header(head: bytes) -> tuple[tuple[int, ...], np.dtype[Any], int]:
+    """Shape, dtype and data offset of a .npy file from its first bytes."""
+    if head[6:7] == b"\x01":
+        (length,) = struct.unpack("<H", head[8:10])
+        start = 10
+    else:
+        (length,) = struct.unpack("<I", head[8:12])
+        start = 12
+    match = _NPY_DICT.match(head, start, start + length)
+    if match is not None:
+        shape = tuple(int(v) for v in match.group(2).split(b",") if v.strip())
+        return shape, _npy_dtype(match.group(1)), start + length
+    stream = io.BytesIO(head)
+    version = np.lib.format.read_magic(stream)
+    reader = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    shape, _, dtype = reader(stream)
+    return tuple(shape), dtype, stream.tell()
+
+
 def _npy_header(head: bytes, size: int) -> ImageInfo:
     try:
-        stream = io.BytesIO(head)
-        version = np.lib.format.read_magic(stream)
-        reader = (
-            np.lib.format.read_array_header_1_0
-            if version == (1, 0)
-            else np.lib.format.read_array_header_2_0
-        )
-        shape, _, dtype = reader(stream)
-    except (ValueError, SyntaxError, EOFError) as exc:
+        shape, dtype, offset = _parse_npy_header(head)
+    except (ValueError, SyntaxError, EOFError, TypeError, struct.error) as exc:
         return ImageInfo("npy", status="corrupt", detail=f"bad .npy header ({exc})")
-    needed = stream.tell() + math.prod(shape) * dtype.itemsize
+    needed = offset + math.prod(shape) * dtype.itemsize
     dims = len(shape)
     chw: tuple[int, ...]
     if dims == 2:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import json
 import multiprocessing
 import os
@@ -29,6 +30,7 @@ from galclust.progress import Progress
 CHUNK = 256
 _WINDOW = 4  # chunks in flight per worker: enough to keep workers busy, bounded memory
 
+_NOTHING = object()
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -126,13 +128,18 @@ def ordered_map(func: Callable[[_T], _R], items: Iterable[_T], workers: int) -> 
     Unlike ``Pool.imap``, which queues its whole input at once, this pulls ``items`` lazily,
     so a generator of millions of paths is never held in memory. One worker runs in-process.
     """
+    iterator = iter(items)
+    first = next(iterator, _NOTHING)
+    if first is _NOTHING:
+        return  # nothing to do: no pool to start
     if workers <= 1:
-        yield from map(func, items)
+        yield func(first)  # type: ignore[arg-type]
+        yield from map(func, iterator)
         return
     context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
     with context.Pool(workers, initializer=_ignore_sigint) as pool:
         pending: deque[multiprocessing.pool.AsyncResult[_R]] = deque()
-        for item in items:
+        for item in itertools.chain([first], iterator):
             pending.append(pool.apply_async(func, (item,)))
             if len(pending) >= _WINDOW * workers:
                 yield pending.popleft().get()

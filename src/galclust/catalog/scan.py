@@ -269,7 +269,9 @@ def scan_catalog(options: ScanOptions) -> ScanReport:
 
     frames = [f for f in (prior[reuse.keep], fresh) if len(f)]
     catalog = pd.concat(frames, ignore_index=True) if frames else empty_catalog()
-    catalog = catalog.drop_duplicates("file_loc", keep="last").sort_values("file_loc")
+    if len(prior) or tree.files:  # otherwise the walk listed each file once
+        catalog = catalog.drop_duplicates("file_loc", keep="last")
+    catalog = catalog.sort_values("file_loc")
     catalog = apply_shape(catalog.reset_index(drop=True), options.shape)
     catalog["id_str"] = _ids_of(catalog["file_loc"])
     catalog = coerce_scan_columns(catalog[list(SCAN_COLUMNS)])
@@ -303,7 +305,8 @@ class _Reuse:
         usable = ~prior["status"].isin(list(_ALWAYS_REREAD)).to_numpy(dtype=bool)
         if verify:
             usable &= prior["verified"].to_numpy(dtype=bool)
-        self.index = {loc: i for i, loc in enumerate(prior["file_loc"]) if usable[i]}
+        locs = prior["file_loc"].tolist()
+        self.index = {locs[i]: int(i) for i in np.flatnonzero(usable)}
         self.sizes = prior["bytes"].to_numpy()
         self.mtimes = prior["mtime"].to_numpy()
         self.keep = np.zeros(len(prior), dtype=bool)
@@ -332,7 +335,7 @@ def write_scan_outputs(report: ScanReport, output: Path) -> None:
     catalog = report.catalog
     write_catalog(catalog, output)
     kept = catalog.loc[catalog["status"] == "ok", "file_loc"]
-    atomic_write_text(output.with_suffix(".txt"), "".join(f"{p}\n" for p in kept))
+    atomic_write_text(output.with_suffix(".txt"), "".join(f"{p}\n" for p in kept.tolist()))
     rejected = catalog.loc[catalog["status"] != "ok"]
     lines = [f"# {len(rejected)} of {len(catalog)} files rejected"]
     lines += [

@@ -90,13 +90,17 @@ def empty_catalog() -> pd.DataFrame:
 
 def coerce_scan_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """Give every scan column its documented dtype, adding missing ones as nulls."""
-    out = frame.copy()
+    columns: dict[str, pd.Series] = {}
     for name, dtype in SCAN_COLUMNS.items():
-        if name not in out:
-            out[name] = pd.Series(pd.NA if dtype != "bool" else False, index=out.index)
-        out[name] = out[name].astype(dtype)  # type: ignore[call-overload]
-    ordered = list(SCAN_COLUMNS) + [c for c in out.columns if c not in SCAN_COLUMNS]
-    return out[ordered]
+        if name in frame:
+            column = frame[name]
+        else:
+            column = pd.Series(pd.NA if dtype != "bool" else False, index=frame.index)
+        # astype copies even an already-typed column: skip it then
+        same = str(column.dtype) == dtype
+        columns[name] = column if same else column.astype(dtype)  # type: ignore[call-overload]
+    extra = {c: frame[c] for c in frame.columns if c not in SCAN_COLUMNS}
+    return pd.DataFrame({**columns, **extra}, index=frame.index, copy=False)
 
 
 def check_catalog_suffix(path: Path) -> str:

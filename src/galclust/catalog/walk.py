@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from galclust.catalog.readers import format_from_name
+from galclust.catalog.readers import IMAGE_SUFFIXES
 
 
 @dataclass
@@ -27,9 +27,12 @@ class Tree:
     unreadable: list[str] = field(default_factory=list)  # folders that could not be listed
 
 
+_NAME_SUFFIXES = (*IMAGE_SUFFIXES, ".fits.gz", ".fit.gz", ".fts.gz")  # as format_from_name
+
+
 def _wanted(name: str, folder: str, root: str, patterns: Sequence[str]) -> bool:
     if not patterns:
-        return format_from_name(name) is not None
+        return name.lower().endswith(_NAME_SUFFIXES)
     for pattern in patterns:
         if "/" in pattern or os.sep in pattern:
             rel = os.path.relpath(os.path.join(folder, name), root)
