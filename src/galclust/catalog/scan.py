@@ -170,7 +170,7 @@ def assign_ids(paths: Sequence[str]) -> list[str]:
 def _ids_of(locs: pd.Series) -> pd.Series:
     """:func:`assign_ids` for a column, vectorised: only clashing stems go through Python."""
     names = locs.str.replace(r"^.*/", "", regex=True)
-    stems = names.str.replace(STEM_SUFFIXES.pattern, "", regex=True, case=False)
+    stems = names.str.replace(f"(?i){STEM_SUFFIXES.pattern}", "", regex=True)  # RE2 in pyarrow
     stems = stems.where(stems != "", names)
     clash = stems.duplicated(keep=False).to_numpy()
     if not clash.any():
