@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -17,9 +18,10 @@ import pytest
 import galclust
 from conftest import write_fits, write_png
 from galclust.catalog import rows as rows_module
+from galclust.catalog import scan as scan_module
 from galclust.catalog.scan import ScanOptions, assign_ids, scan_catalog
 from galclust.catalog.schema import SCAN_COLUMNS, STATUSES, read_catalog
-from galclust.exceptions import GalclustFileError, NoImagesFoundWarning
+from galclust.exceptions import CatalogError, GalclustFileError, NoImagesFoundWarning
 
 
 def statuses(catalog: pd.DataFrame) -> dict[str, str]:
@@ -269,6 +271,35 @@ def test_interrupted_scan_keeps_rows_and_resumes(
     assert (resumed.files_read, resumed.files_reused) == (4, 16)
     assert len(resumed.catalog) == 20 and (resumed.catalog.status == "ok").all()
     assert not journal.exists()
+
+
+def test_output_that_is_not_a_scan_catalog_is_refused(mixed_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "zoobot.csv"
+    pd.DataFrame({"id_str": ["a"], "file_loc": ["a.png"]}).to_csv(out, index=False)
+    with pytest.raises(CatalogError, match="exists but is not a galclust scan catalog"):
+        galclust.scan(mixed_folder, output=out)
+    assert out.read_text().startswith("id_str,file_loc")
+
+
+def test_full_disk_keeps_catalog_and_journal(
+    mixed_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "catalog.parquet"
+    galclust.scan(mixed_folder, output=out)
+    before = out.read_bytes()
+    write_png(mixed_folder / "new.png")
+
+    def no_space(frame: pd.DataFrame, path: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(scan_module, "write_catalog", no_space)
+    with pytest.raises(GalclustFileError, match=r"No space left on device.*previous catalog"):
+        galclust.scan(mixed_folder, output=out)
+    assert out.read_bytes() == before
+    assert (tmp_path / ".catalog.parquet.scan-journal.jsonl").read_text().count("new.png") == 1
+    monkeypatch.undo()
+    report = scan_catalog(ScanOptions(roots=(str(mixed_folder),), output=str(out)))
+    assert (report.files_read, report.files_reused) == (0, 7)
 
 
 def test_torn_journal_line_is_ignored(tmp_path: Path) -> None:

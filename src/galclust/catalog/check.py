@@ -8,14 +8,13 @@ be used by every later galclust command.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from galclust.catalog.rows import read_journal, write_rows
+from galclust.catalog.rows import write_rows
 from galclust.catalog.scan import apply_shape
 from galclust.catalog.schema import SCAN_COLUMNS, coerce_scan_columns, read_catalog
 from galclust.progress import Progress
@@ -80,21 +79,17 @@ def check_catalog(
     frame = read_catalog(path)
     recorded = frame[list(_SHAPE_COLUMNS)].copy() if set(_SHAPE_COLUMNS) <= set(frame) else None
     progress = Progress(len(frame), "checking files")
-    with tempfile.TemporaryDirectory(prefix="galclust-check-") as scratch:
-        journal = Path(scratch) / "rows.jsonl"
-        with open(journal, "w", encoding="utf-8") as sink:
-            try:
-                write_rows(
-                    (str(loc) for loc in frame["file_loc"]),
-                    sink,
-                    progress,
-                    workers=workers,
-                    verify=verify,
-                    picked=True,
-                )
-            finally:
-                progress.close()
-        rows = read_journal(journal)
+    try:
+        rows = write_rows(
+            frame["file_loc"].fillna("").tolist(),
+            None,
+            progress,
+            workers=workers,
+            verify=verify,
+            picked=True,
+        )
+    finally:
+        progress.close()
     scan_columns = [c for c in SCAN_COLUMNS if c not in ("id_str", "file_loc")]
     out = frame.drop(columns=[c for c in scan_columns if c in frame])
     out = pd.concat([out.reset_index(drop=True), rows[scan_columns]], axis=1)

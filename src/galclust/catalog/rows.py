@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import io
 import itertools
 import json
 import multiprocessing
@@ -19,9 +20,11 @@ import stat
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import BinaryIO, TextIO, TypeVar
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.json as pa_json
 
 from galclust.catalog.readers import ImageInfo, format_from_name, inspect_file
 from galclust.catalog.schema import SCAN_COLUMNS, coerce_scan_columns, empty_catalog
@@ -160,58 +163,65 @@ def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def write_rows(
     paths: Iterable[str],
-    sink: TextIO,
+    sink: TextIO | None,
     progress: Progress,
     *,
     workers: int = 2,
     verify: bool = False,
     picked: bool = False,
-) -> int:
-    """Make the rows of ``paths`` in ``workers`` processes and append them to ``sink`` in order.
+) -> pd.DataFrame:
+    """Make the rows of ``paths`` in ``workers`` processes, in order, and return them.
 
-    Returns the number of rows written. ``sink`` is flushed after every chunk.
+    Each chunk of rows is appended to ``sink`` (the journal) and flushed as soon as it comes
+    back, then parsed into columns while the workers read the next chunks.
     """
     work = functools.partial(_rows_json, verify=verify, picked=picked)
-    written = 0
+    tables = []
     for lines in ordered_map(work, _chunks(paths, CHUNK), workers):
-        sink.write(lines)
-        sink.flush()
-        count = lines.count("\n")
-        written += count
-        progress.update(count)
-    return written
+        if sink is not None:
+            sink.write(lines)
+            sink.flush()
+        tables.append(_parse_json_lines(io.BytesIO(lines.encode("utf-8"))))
+        progress.update(tables[-1].num_rows)
+    if not tables:
+        return empty_catalog()
+    return coerce_scan_columns(pa.concat_tables(tables).to_pandas())
 
 
-def open_journal(path: Path) -> tuple[TextIO, int]:
-    """Open a journal for appending; return it and the offset where this run's rows start."""
+def open_journal(path: Path) -> TextIO:
+    """Open a journal for appending after the rows of an interrupted scan, if any."""
     sink = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - the caller closes it
     if sink.tell() > 0:
         sink.write("\n")  # end a line torn by an earlier crash; blank lines are skipped
         sink.flush()
-    return sink, sink.tell()
+    return sink
 
 
 _ARROW_TYPES = {"string": "string", "Int64": "int64", "int64": "int64", "float64": "float64"}
+_SCHEMA = pa.schema(
+    [(name, _ARROW_TYPES.get(dtype, "bool")) for name, dtype in SCAN_COLUMNS.items()]
+)
 
 
-def read_journal(path: Path, offset: int = 0) -> pd.DataFrame:
-    """Rows of a journal from byte ``offset`` on; lines torn by a crash are skipped."""
-    import pyarrow as pa
-    import pyarrow.json as pa_json
-
-    schema = pa.schema(
-        [(name, _ARROW_TYPES.get(dtype, "bool")) for name, dtype in SCAN_COLUMNS.items()]
+def _parse_json_lines(source: BinaryIO) -> pa.Table:
+    """Parse JSON lines into columns with pyarrow, block by block (no Python object per row)."""
+    reader = pa_json.open_json(
+        source,
+        read_options=pa_json.ReadOptions(use_threads=False),
+        parse_options=pa_json.ParseOptions(
+            explicit_schema=_SCHEMA, unexpected_field_behavior="ignore"
+        ),
     )
-    options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    return reader.read_all()
+
+
+def read_journal(path: Path) -> pd.DataFrame:
+    """Rows of a journal left by an interrupted scan; lines torn by a crash are skipped."""
     with open(path, "rb") as fh:
-        fh.seek(offset)
-        try:  # streamed block by block into columns: no Python object per row
-            reader = pa_json.open_json(
-                fh, read_options=pa_json.ReadOptions(use_threads=False), parse_options=options
-            )
-            return coerce_scan_columns(reader.read_all().to_pandas())
+        try:
+            return coerce_scan_columns(_parse_json_lines(fh).to_pandas())
         except pa.ArrowInvalid:
-            fh.seek(offset)
+            fh.seek(0)
             lines = fh.read().decode("utf-8", "replace").splitlines()
     rows = []
     for line in lines:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -36,7 +35,12 @@ from galclust.catalog.schema import (
     write_catalog,
 )
 from galclust.catalog.walk import iter_files, list_folders
-from galclust.exceptions import GalclustFileError, GalclustValueError, NoImagesFoundWarning
+from galclust.exceptions import (
+    CatalogError,
+    GalclustFileError,
+    GalclustValueError,
+    NoImagesFoundWarning,
+)
 from galclust.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -118,7 +122,14 @@ def _load_prior(output: Path | None) -> pd.DataFrame:
     """Rows from an earlier catalog at ``output`` and from an interrupted scan's journal."""
     frames = []
     if output is not None and output.exists():
-        frames.append(coerce_scan_columns(read_catalog(output, validate=False)))
+        earlier = read_catalog(output, validate=False)
+        missing = [c for c in ("file_loc", "bytes", "mtime", "status") if c not in earlier]
+        if missing:
+            raise CatalogError(
+                f"{output} exists but is not a galclust scan catalog (no column {missing[0]!r}); "
+                "choose another -o, or check it with galclust catalog check"
+            )
+        frames.append(coerce_scan_columns(earlier))
     if output is not None and _journal_path(output).exists():
         frames.append(read_journal(_journal_path(output)))
     frames = [f for f in frames if len(f)]
@@ -248,24 +259,29 @@ def scan_catalog(options: ScanOptions) -> ScanReport:
     )  # fmt: skip
     prior = _load_prior(output)
     reuse = _Reuse(prior, options.verify)
-    with tempfile.TemporaryDirectory(prefix="galclust-scan-") as scratch:
-        journal = _journal_path(output) if output is not None else Path(scratch) / "journal.jsonl"
-        sink, offset = open_journal(journal)
-        what = "verifying images" if options.verify else "reading headers"
-        progress = Progress(tree.candidates, what)
-        try:
-            files_read = write_rows(
-                reuse.filter(iter_files(tree, options.patterns), progress),
-                sink,
-                progress,
-                workers=options.workers,
-                verify=options.verify,
-                picked=bool(options.patterns),
-            )
-        finally:
-            progress.close()
+    journal = _journal_path(output) if output is not None else None
+    sink = open_journal(journal) if journal is not None else None
+    progress = Progress(
+        tree.candidates, "verifying images" if options.verify else "reading headers"
+    )
+    try:
+        fresh = write_rows(
+            reuse.filter(iter_files(tree, options.patterns), progress),
+            sink,
+            progress,
+            workers=options.workers,
+            verify=options.verify,
+            picked=bool(options.patterns),
+        )
+    except OSError as exc:  # per-file problems are rows: this is the journal itself
+        raise GalclustFileError(
+            f"cannot write the scan journal {journal} ({exc.strerror}); free some space "
+            "and run the same command again: rows already written are kept"
+        ) from exc
+    finally:
+        progress.close()
+        if sink is not None:
             sink.close()
-        fresh = read_journal(journal, offset)
 
     frames = [f for f in (prior[reuse.keep], fresh) if len(f)]
     catalog = pd.concat(frames, ignore_index=True) if frames else empty_catalog()
@@ -285,15 +301,21 @@ def scan_catalog(options: ScanOptions) -> ScanReport:
         )
     report = ScanReport(
         catalog=catalog,
-        counts=dict(Counter(catalog["status"])),
-        files_read=files_read,
+        counts={str(k): int(v) for k, v in catalog["status"].value_counts().items()},
+        files_read=len(fresh),
         files_reused=reuse.count,
         skipped_non_images=tree.others,
         seconds=time.perf_counter() - start,
         unreadable_folders=tree.unreadable,
     )
     if output is not None:
-        write_scan_outputs(report, output)
+        try:
+            write_scan_outputs(report, output)
+        except OSError as exc:
+            raise GalclustFileError(
+                f"cannot write {output} ({exc.strerror}); the previous catalog, if any, is "
+                "unchanged and the scan journal is kept: fix this and run the same command again"
+            ) from exc
         _journal_path(output).unlink(missing_ok=True)
     return report
 
