@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 import galclust
 from conftest import write_fits, write_png
 from galclust.catalog import rows as rows_module
 from galclust.catalog import scan as scan_module
+from galclust.catalog.rows import Journal
 from galclust.catalog.scan import ScanOptions, assign_ids, scan_catalog
 from galclust.catalog.schema import SCAN_COLUMNS, STATUSES, read_catalog
 from galclust.exceptions import CatalogError, GalclustFileError, NoImagesFoundWarning
@@ -234,15 +236,15 @@ def interrupt_after(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """Make the scan raise KeyboardInterrupt once ``limit[0]`` more chunks are read."""
     monkeypatch.setattr(rows_module, "CHUNK", 3)
     limit = [1000]
-    original = rows_module._rows_json
+    original = rows_module._rows_batch
 
-    def flaky(paths: list[str], verify: bool, picked: bool) -> str:
+    def flaky(paths: list[str], verify: bool, picked: bool) -> pa.RecordBatch:
         if limit[0] == 0:
             raise KeyboardInterrupt
         limit[0] -= 1
         return original(paths, verify, picked)
 
-    monkeypatch.setattr(rows_module, "_rows_json", flaky)
+    monkeypatch.setattr(rows_module, "_rows_batch", flaky)
     yield limit
 
 
@@ -263,8 +265,8 @@ def test_interrupted_scan_keeps_rows_and_resumes(
     with pytest.raises(KeyboardInterrupt):
         galclust.scan(root, output=out, workers=1)
     assert out.read_bytes() == before  # the finished catalog is untouched
-    journal = tmp_path / ".catalog.parquet.scan-journal.jsonl"
-    assert len(journal.read_text().splitlines()) == 6  # two chunks of three new files
+    journal = tmp_path / ".catalog.parquet.scan-journal"
+    assert len(Journal(journal).read()) == 6  # two chunks of three new files
 
     interrupt_after[0] = 100
     resumed = scan_catalog(ScanOptions(roots=(str(root),), output=str(out), workers=1))
@@ -296,21 +298,30 @@ def test_full_disk_keeps_catalog_and_journal(
     with pytest.raises(GalclustFileError, match=r"No space left on device.*previous catalog"):
         galclust.scan(mixed_folder, output=out)
     assert out.read_bytes() == before
-    assert (tmp_path / ".catalog.parquet.scan-journal.jsonl").read_text().count("new.png") == 1
+    kept = Journal(tmp_path / ".catalog.parquet.scan-journal").read()
+    assert kept.file_loc.str.endswith("new.png").sum() == 1
     monkeypatch.undo()
     report = scan_catalog(ScanOptions(roots=(str(mixed_folder),), output=str(out)))
     assert (report.files_read, report.files_reused) == (0, 7)
 
 
-def test_torn_journal_line_is_ignored(tmp_path: Path) -> None:
+def test_batch_torn_by_a_crash_is_dropped(tmp_path: Path) -> None:
     root = tmp_path / "cutouts"
     root.mkdir()
-    write_fits(root / "a.fits")
-    out = tmp_path / "catalog.parquet"
-    journal = tmp_path / ".catalog.parquet.scan-journal.jsonl"
-    journal.write_text('{"file_loc": "/x/y.png", "status": "o')
-    catalog = galclust.scan(root, output=out)
-    assert list(catalog.status) == ["ok"]
+    for i in range(7):
+        write_fits(root / f"g{i}.fits", (8, 8), seed=i)
+    journal = Journal(tmp_path / ".catalog.parquet.scan-journal")
+    for i in range(3):  # an interrupted run: two whole batches, then one cut short
+        journal.append(rows_module._rows_batch([str(root / f"g{i}.fits")], False, False))
+    journal.close()
+    part = next(journal.folder.iterdir())
+    part.write_bytes(part.read_bytes()[:-20])
+    assert len(journal.read()) == 2
+
+    report = scan_catalog(ScanOptions(roots=(str(root),), output=str(tmp_path / "catalog.parquet")))
+    assert (report.files_read, report.files_reused) == (5, 2)
+    assert list(report.catalog.status) == ["ok"] * 7
+    assert not journal.folder.exists()
 
 
 def test_pattern_selects_files_and_flags_unknown_formats(mixed_folder: Path) -> None:

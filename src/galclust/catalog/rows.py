@@ -1,30 +1,29 @@
 """Catalog rows for image files, made in worker processes and kept in a journal on disk.
 
-Each worker turns a chunk of paths into finished rows (stat, header, status) serialised as JSON
-lines, so the main process only writes text: that keeps the scan fast on two cores. The journal
-is append-only and flushed after every chunk, so a crash or Ctrl-C loses nothing already read;
-:func:`read_journal` reads it back into a columnar table with pyarrow.
+Each worker turns a chunk of paths into finished rows (stat, header, status) as one Arrow
+record batch, so the main process only appends batches: that keeps the scan fast on two cores.
+The journal (:class:`Journal`) is a folder of Arrow IPC stream files, one per run, each batch
+flushed as it arrives, so a crash or Ctrl-C loses nothing already read; a batch cut short by a
+crash is dropped when the journal is read back.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
-import io
 import itertools
-import json
 import multiprocessing
 import os
 import signal
 import stat
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, TextIO, TypeVar
+from typing import BinaryIO, TypeVar
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.json as pa_json
 
 from galclust.catalog.readers import ImageInfo, format_from_name, inspect_file
 from galclust.catalog.schema import SCAN_COLUMNS, coerce_scan_columns, empty_catalog
@@ -116,8 +115,9 @@ def file_row(path: str, *, verify: bool = False, picked: bool = False) -> dict[s
     }
 
 
-def _rows_json(paths: list[str], verify: bool, picked: bool) -> str:
-    return "".join(json.dumps(file_row(p, verify=verify, picked=picked)) + "\n" for p in paths)
+def _rows_batch(paths: list[str], verify: bool, picked: bool) -> pa.RecordBatch:
+    rows = [file_row(p, verify=verify, picked=picked) for p in paths]
+    return pa.RecordBatch.from_pylist(rows, schema=ROW_SCHEMA)
 
 
 def _ignore_sigint() -> None:
@@ -163,7 +163,7 @@ def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def write_rows(
     paths: Iterable[str],
-    sink: TextIO | None,
+    journal: Journal | None,
     progress: Progress,
     *,
     workers: int = 2,
@@ -172,61 +172,88 @@ def write_rows(
 ) -> pd.DataFrame:
     """Make the rows of ``paths`` in ``workers`` processes, in order, and return them.
 
-    Each chunk of rows is appended to ``sink`` (the journal) and flushed as soon as it comes
-    back, then parsed into columns while the workers read the next chunks.
+    Each chunk of rows is appended to ``journal`` and flushed as soon as it comes back.
     """
-    work = functools.partial(_rows_json, verify=verify, picked=picked)
-    tables = []
-    for lines in ordered_map(work, _chunks(paths, CHUNK), workers):
-        if sink is not None:
-            sink.write(lines)
-            sink.flush()
-        tables.append(_parse_json_lines(io.BytesIO(lines.encode("utf-8"))))
-        progress.update(tables[-1].num_rows)
-    if not tables:
-        return empty_catalog()
-    return coerce_scan_columns(pa.concat_tables(tables).to_pandas())
+    work = functools.partial(_rows_batch, verify=verify, picked=picked)
+    batches = []
+    for batch in ordered_map(work, _chunks(paths, CHUNK), workers):
+        if journal is not None:
+            journal.append(batch)
+        batches.append(batch)
+        progress.update(batch.num_rows)
+    return _to_frame(pa.Table.from_batches(batches, schema=ROW_SCHEMA))
 
 
-def open_journal(path: Path) -> TextIO:
-    """Open a journal for appending after the rows of an interrupted scan, if any."""
-    sink = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - the caller closes it
-    if sink.tell() > 0:
-        sink.write("\n")  # end a line torn by an earlier crash; blank lines are skipped
+def _to_frame(table: pa.Table) -> pd.DataFrame:
+    return coerce_scan_columns(table.to_pandas()) if table.num_rows else empty_catalog()
+
+
+class Journal:
+    """Rows of a scan in progress: a folder of Arrow IPC streams, one per run.
+
+    Parameters
+    ----------
+    folder : Path
+        The journal folder (created on the first :meth:`append`).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._open: tuple[BinaryIO, pa.ipc.RecordBatchStreamWriter] | None = None
+
+    def append(self, batch: pa.RecordBatch) -> None:
+        """Write one batch and flush it to the operating system."""
+        if self._open is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            part = self.folder / f"run-{time.time_ns()}-{os.getpid()}.arrows"
+            stream = open(part, "wb")  # noqa: SIM115 - closed in close()
+            self._open = (stream, pa.ipc.new_stream(stream, ROW_SCHEMA))
+        sink, writer = self._open
+        writer.write_batch(batch)
         sink.flush()
-    return sink
+
+    def close(self) -> None:
+        """Finish this run's stream; a later :meth:`append` starts a new one."""
+        if self._open is not None:
+            sink, writer = self._open
+            writer.close()
+            sink.close()
+            self._open = None
+
+    def read(self) -> pd.DataFrame:
+        """Every complete batch of every run, oldest run first."""
+        batches = []
+        for part in sorted(self.folder.glob("run-*.arrows")):
+            with pa.OSFile(str(part)) as source:
+                try:
+                    reader = pa.ipc.open_stream(source)
+                    while True:
+                        batches.append(reader.read_next_batch())
+                except StopIteration:
+                    pass
+                except (pa.ArrowInvalid, OSError):
+                    pass  # a batch cut short by a crash: keep the ones before it
+        rows = pa.Table.from_batches(
+            [b.cast(ROW_SCHEMA) if b.schema != ROW_SCHEMA else b for b in batches],
+            schema=ROW_SCHEMA,
+        )
+        return _to_frame(rows)
+
+    def remove(self) -> None:
+        """Delete the journal once its rows are in the catalog."""
+        self.close()
+        if self.folder.is_dir():
+            for part in self.folder.glob("run-*.arrows"):
+                part.unlink()
+            self.folder.rmdir()
 
 
-_ARROW_TYPES = {"string": "string", "Int64": "int64", "int64": "int64", "float64": "float64"}
-_SCHEMA = pa.schema(
-    [(name, _ARROW_TYPES.get(dtype, "bool")) for name, dtype in SCAN_COLUMNS.items()]
+_ARROW_TYPES = {"string": pa.string(), "Int64": pa.int64(), "int64": pa.int64()}
+#: Schema of a row as workers make it: every scan column but ``id_str``.
+ROW_SCHEMA = pa.schema(
+    [
+        (name, _ARROW_TYPES.get(dtype, pa.float64() if dtype == "float64" else pa.bool_()))
+        for name, dtype in SCAN_COLUMNS.items()
+        if name != "id_str"
+    ]
 )
-
-
-def _parse_json_lines(source: BinaryIO) -> pa.Table:
-    """Parse JSON lines into columns with pyarrow, block by block (no Python object per row)."""
-    reader = pa_json.open_json(
-        source,
-        read_options=pa_json.ReadOptions(use_threads=False),
-        parse_options=pa_json.ParseOptions(
-            explicit_schema=_SCHEMA, unexpected_field_behavior="ignore"
-        ),
-    )
-    return reader.read_all()
-
-
-def read_journal(path: Path) -> pd.DataFrame:
-    """Rows of a journal left by an interrupted scan; lines torn by a crash are skipped."""
-    with open(path, "rb") as fh:
-        try:
-            return coerce_scan_columns(_parse_json_lines(fh).to_pandas())
-        except pa.ArrowInvalid:
-            fh.seek(0)
-            lines = fh.read().decode("utf-8", "replace").splitlines()
-    rows = []
-    for line in lines:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # blank, or torn by a crash mid-write
-    return coerce_scan_columns(pd.DataFrame(rows)) if rows else empty_catalog()

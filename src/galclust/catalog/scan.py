@@ -3,7 +3,7 @@
 A first pass lists the folders below each root (loop-safe) and counts candidate files. The
 second pass streams file paths to ``workers`` processes, which stat each file, parse its header
 and return finished rows; the main process appends them to a journal beside the output
-(``.<name>.scan-journal.jsonl``), flushed every chunk. The catalog is written only at the end,
+(the folder ``.<name>.scan-journal``), flushed every chunk. The catalog is written only at the end,
 atomically. After Ctrl-C or a crash, rerunning the same command reuses the journal and the
 previous catalog and re-reads only what is missing or changed (by size and modification time).
 Memory grows only with the catalog itself (a few hundred bytes per file), never with pixels.
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from galclust.catalog.readers import IMAGE_SUFFIXES, STEM_SUFFIXES, stem_of
-from galclust.catalog.rows import open_journal, read_journal, write_rows
+from galclust.catalog.rows import Journal, write_rows
 from galclust.catalog.schema import (
     SCAN_COLUMNS,
     atomic_write_text,
@@ -114,8 +114,8 @@ class ScanReport:
         return "\n".join(lines)
 
 
-def _journal_path(output: Path) -> Path:
-    return output.with_name(f".{output.name}.scan-journal.jsonl")
+def _journal(output: Path) -> Journal:
+    return Journal(output.with_name(f".{output.name}.scan-journal"))
 
 
 def _load_prior(output: Path | None) -> pd.DataFrame:
@@ -130,8 +130,8 @@ def _load_prior(output: Path | None) -> pd.DataFrame:
                 "choose another -o, or check it with galclust catalog check"
             )
         frames.append(coerce_scan_columns(earlier))
-    if output is not None and _journal_path(output).exists():
-        frames.append(read_journal(_journal_path(output)))
+    if output is not None and _journal(output).folder.is_dir():
+        frames.append(_journal(output).read())
     frames = [f for f in frames if len(f)]
     if not frames:
         return empty_catalog()
@@ -259,15 +259,14 @@ def scan_catalog(options: ScanOptions) -> ScanReport:
     )  # fmt: skip
     prior = _load_prior(output)
     reuse = _Reuse(prior, options.verify)
-    journal = _journal_path(output) if output is not None else None
-    sink = open_journal(journal) if journal is not None else None
+    journal = _journal(output) if output is not None else None
     progress = Progress(
         tree.candidates, "verifying images" if options.verify else "reading headers"
     )
     try:
         fresh = write_rows(
             reuse.filter(iter_files(tree, options.patterns), progress),
-            sink,
+            journal,
             progress,
             workers=options.workers,
             verify=options.verify,
@@ -275,13 +274,13 @@ def scan_catalog(options: ScanOptions) -> ScanReport:
         )
     except OSError as exc:  # per-file problems are rows: this is the journal itself
         raise GalclustFileError(
-            f"cannot write the scan journal {journal} ({exc.strerror}); free some space "
-            "and run the same command again: rows already written are kept"
+            f"cannot write the scan journal {journal and journal.folder} ({exc.strerror}); "
+            "free some space and run the same command again: rows already written are kept"
         ) from exc
     finally:
         progress.close()
-        if sink is not None:
-            sink.close()
+        if journal is not None:
+            journal.close()
 
     frames = [f for f in (prior[reuse.keep], fresh) if len(f)]
     catalog = pd.concat(frames, ignore_index=True) if frames else empty_catalog()
@@ -316,7 +315,7 @@ def scan_catalog(options: ScanOptions) -> ScanReport:
                 f"cannot write {output} ({exc.strerror}); the previous catalog, if any, is "
                 "unchanged and the scan journal is kept: fix this and run the same command again"
             ) from exc
-        _journal_path(output).unlink(missing_ok=True)
+        _journal(output).remove()
     return report
 
 
