@@ -64,16 +64,22 @@ def _add_scan(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="catalog to write or update: .parquet (recommended), .csv or .fits",
     )
     p.add_argument(
-        "--shape",
-        metavar="C,H,W",
-        help="keep only images of this shape, e.g. 3,256,256; others are marked wrong_shape",
-    )
-    p.add_argument(
         "--pattern",
         action="append",
         default=[],
         metavar="GLOB",
         help="file-name glob to include, repeatable (default: every image suffix)",
+    )
+    _add_read_options(p)
+    p.set_defaults(run=_run_scan)
+
+
+def _add_read_options(p: argparse.ArgumentParser) -> None:
+    """--shape, --workers and --verify: how files are read and judged (scan, catalog check)."""
+    p.add_argument(
+        "--shape",
+        metavar="C,H,W",
+        help="keep only images of this shape, e.g. 3,256,256; others are marked wrong_shape",
     )
     p.add_argument(
         "--workers",
@@ -87,7 +93,6 @@ def _add_scan(sub: argparse._SubParsersAction[_Parser]) -> None:
         action="store_true",
         help="also decode pixels: reject truncated, corrupt, blank and NaN/inf images (slower)",
     )
-    p.set_defaults(run=_run_scan)
 
 
 def _run_scan(args: argparse.Namespace) -> int:
@@ -134,9 +139,7 @@ def _add_catalog(sub: argparse._SubParsersAction[_Parser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("catalog", metavar="CATALOG", help="catalog as .csv, .parquet or .fits")
-    check.add_argument("--shape", metavar="C,H,W", help="expected shape of every image")
-    check.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N")
-    check.add_argument("--verify", action="store_true", help="also decode every image")
+    _add_read_options(check)
     check.add_argument(
         "-o",
         "--output",

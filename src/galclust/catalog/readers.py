@@ -403,26 +403,18 @@ def _png_header(fh: _Readable, head: bytes, size: int) -> ImageInfo:
     width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
     if colour not in _PNG_CHANNELS or width == 0 or height == 0:
         return ImageInfo("png", status="corrupt", detail=f"bad IHDR (colour type {colour})")
-    fh.seek(size - 12)
-    if fh.read(12)[4:8] != b"IEND":
-        return ImageInfo(
-            "png",
-            channels=_PNG_CHANNELS[colour],
-            height=height,
-            width=width,
-            dtype="uint16" if depth == 16 else "uint8",
-            status="truncated",
-            detail="no IEND chunk at the end of the file",
-        )
-    detail = "palette, loaded as RGB" if colour == 3 else ""
-    return ImageInfo(
+    info = ImageInfo(
         "png",
         channels=_PNG_CHANNELS[colour],
         height=height,
         width=width,
         dtype="uint16" if depth == 16 else "uint8",
-        detail=detail,
+        detail="palette, loaded as RGB" if colour == 3 else "",
     )
+    fh.seek(size - 12)
+    if fh.read(12)[4:8] != b"IEND":
+        return replace(info, status="truncated", detail="no IEND chunk at the end of the file")
+    return info
 
 
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}

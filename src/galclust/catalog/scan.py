@@ -141,29 +141,23 @@ def _load_prior(output: Path | None) -> pd.DataFrame:
 
 def apply_shape(frame: pd.DataFrame, shape: tuple[int, int, int] | None) -> pd.DataFrame:
     """Set ``status`` to ok or wrong_shape for every row whose header was read fine."""
-    readable = frame["status"].isin(["ok", "wrong_shape"])
+    readable = frame["status"].isin(["ok", "wrong_shape"]).to_numpy(dtype=bool)
     if shape is None:
-        frame.loc[readable, "status"] = "ok"
-        frame.loc[readable & frame["detail"].str.startswith("shape ", na=False), "detail"] = ""
-        return frame
-    matches = (
-        (frame["channels"] == shape[0])
-        & (frame["height"] == shape[1])
-        & (frame["width"] == shape[2])
-    ).fillna(False)
-    wrong = readable & ~matches
-    frame.loc[readable & matches, "status"] = "ok"
-    frame.loc[wrong, "status"] = "wrong_shape"
-    wanted = ",".join(map(str, shape))
-    frame.loc[wrong, "detail"] = (
-        "shape "
-        + frame.loc[wrong, "channels"].astype(str)
-        + ","
-        + frame.loc[wrong, "height"].astype(str)
-        + ","
-        + frame.loc[wrong, "width"].astype(str)
-        + f", not {wanted}"
-    )
+        wrong = np.zeros(len(frame), dtype=bool)
+    else:
+        dims = frame[["channels", "height", "width"]].fillna(-1).to_numpy(dtype=np.int64)
+        wrong = readable & (dims != np.array(shape)).any(axis=1)
+    ok = readable & ~wrong
+    frame.loc[ok, "status"] = "ok"
+    stale_detail = ok & frame["detail"].str.startswith("shape ").fillna(False).to_numpy(dtype=bool)
+    frame.loc[stale_detail, "detail"] = ""
+    if wrong.any() and shape is not None:
+        # few distinct shapes among many rows: one message per shape
+        codes, shapes = pd.MultiIndex.from_arrays(list(dims[wrong].T)).factorize()
+        wanted = ",".join(map(str, shape))
+        texts = np.array([f"shape {c},{h},{w}, not {wanted}" for c, h, w in shapes], dtype=object)
+        frame.loc[wrong, "status"] = "wrong_shape"
+        frame.loc[wrong, "detail"] = texts[codes]
     return frame
 
 
