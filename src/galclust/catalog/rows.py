@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, Generic, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -32,7 +32,6 @@ from galclust.progress import Progress
 CHUNK = 256
 _WINDOW = 4  # chunks in flight per worker: enough to keep workers busy, bounded memory
 
-_NOTHING = object()
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -125,26 +124,42 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+class _Ready(Generic[_R]):
+    """A result computed in this process, with the ``get`` of a pool's ``AsyncResult``."""
+
+    def __init__(self, value: _R) -> None:
+        self.value = value
+
+    def get(self) -> _R:
+        return self.value
+
+
 def ordered_map(func: Callable[[_T], _R], items: Iterable[_T], workers: int) -> Iterator[_R]:
     """``map`` in ``workers`` processes, in order, with a bounded number of items in flight.
 
-    Unlike ``Pool.imap``, which queues its whole input at once, this pulls ``items`` lazily,
-    so a generator of millions of paths is never held in memory. One worker runs in-process.
+    This process is one of the workers: it takes every ``workers``-th item itself and hands the
+    others to a pool of ``workers - 1``, so ``workers`` matches the cores in use. Unlike
+    ``Pool.imap``, which queues its whole input at once, this pulls ``items`` lazily, so a
+    generator of millions of paths is never held in memory.
     """
     iterator = iter(items)
-    first = next(iterator, _NOTHING)
-    if first is _NOTHING:
+    try:
+        first = next(iterator)
+    except StopIteration:
         return  # nothing to do: no pool to start
+    everything = itertools.chain([first], iterator)
     if workers <= 1:
-        yield func(first)  # type: ignore[arg-type]
-        yield from map(func, iterator)
+        yield from map(func, everything)
         return
     context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with context.Pool(workers, initializer=_ignore_sigint) as pool:
-        pending: deque[multiprocessing.pool.AsyncResult[_R]] = deque()
-        for item in itertools.chain([first], iterator):
-            pending.append(pool.apply_async(func, (item,)))
-            if len(pending) >= _WINDOW * workers:
+    with context.Pool(workers - 1, initializer=_ignore_sigint) as pool:
+        pending: deque[multiprocessing.pool.AsyncResult[_R] | _Ready[_R]] = deque()
+        for n, item in enumerate(everything):
+            if n % workers == workers - 1:
+                pending.append(_Ready(func(item)))
+            else:
+                pending.append(pool.apply_async(func, (item,)))
+            while len(pending) >= _WINDOW * workers:
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
