@@ -132,7 +132,9 @@ class _FdReader:
         return pos
 
 
-def inspect_file(path: str, size: int | None = None, *, verify: bool = False) -> ImageInfo:
+def inspect_file(
+    path: str, size: int | None = None, *, verify: bool = False, hinted: str | None = None
+) -> ImageInfo:
     """Read the header of one image file (and decode its pixels if ``verify``).
 
     Parameters
@@ -143,13 +145,16 @@ def inspect_file(path: str, size: int | None = None, *, verify: bool = False) ->
         File size in bytes if already known from ``os.stat`` (used to detect truncation).
     verify : bool, default False
         Also decode every pixel and reject truncated, corrupt, blank and non-finite images.
+    hinted : str, optional
+        ``format_from_name(path)``, if the caller already has it.
 
     Returns
     -------
     ImageInfo
         Shape as (C, H, W), dtype, the FITS HDU, and ``status``/``detail``.
     """
-    hinted = format_from_name(path)
+    if hinted is None:
+        hinted = format_from_name(path)
     try:
         fd = os.open(path, os.O_RDONLY)
     except PermissionError:

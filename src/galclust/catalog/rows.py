@@ -97,7 +97,7 @@ def file_row(path: str, *, verify: bool = False, picked: bool = False) -> dict[s
                 detail="not a FITS, PNG, JPEG, TIFF or .npy file name",
             )
         else:
-            info = inspect_file(path, size, verify=verify)
+            info = inspect_file(path, size, verify=verify, hinted=fmt)
     return {
         "file_loc": loc,
         "format": info.format,

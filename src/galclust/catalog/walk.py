@@ -3,7 +3,7 @@
 :func:`list_folders` walks the tree once to list its folders (following folder symlinks, but
 visiting each real folder once, so symlink loops end) and to count candidate files, which gives
 progress bars their total. :func:`iter_files` then lists each folder again and yields file paths
-one at a time, in a stable order.
+one at a time.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ def _wanted(name: str, folder: str, root: str, patterns: Sequence[str]) -> bool:
 
 
 def _list(folder: str) -> list[os.DirEntry[str]]:
+    # unsorted: the catalog is sorted by path at the end, so listing order does not matter
     with os.scandir(folder) as entries:
-        return sorted(entries, key=lambda e: e.name)
+        return list(entries)
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
@@ -86,12 +87,12 @@ def list_folders(roots: Sequence[str], patterns: Sequence[str] = ()) -> Tree:
                     tree.candidates += 1
                 else:
                     tree.others += 1
-            stack.extend(reversed(subfolders))  # depth first, in name order
+            stack.extend(subfolders)
     return tree
 
 
 def iter_files(tree: Tree, patterns: Sequence[str] = ()) -> Iterator[str]:
-    """Yield the path of every candidate file of ``tree``, folder by folder, in name order."""
+    """Yield the path of every candidate file of ``tree``, folder by folder."""
     yield from tree.files
     for folder, root in tree.folders:
         try:
