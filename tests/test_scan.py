@@ -126,12 +126,15 @@ def test_non_utf8_file_name_is_a_rejected_row(tmp_path: Path) -> None:
     bad = os.path.join(os.fsencode(tmp_path), b"gal\xe9.png")
     with open(bad, "wb") as fh:
         fh.write((tmp_path / "good.png").read_bytes())
+    os.symlink(os.path.join(os.fsencode(tmp_path), b"gone\xe9.png"), tmp_path / "link.png")
     out = tmp_path / "cat.parquet"
     catalog = galclust.scan(tmp_path, output=out)
     row = catalog[catalog.status == "bad_filename"].iloc[0]
     assert row.file_loc.endswith("gal\\xe9.png")
     assert "not valid UTF-8" in row.detail
-    assert len(read_catalog(out)) == 2
+    link = catalog[catalog.file_loc.str.endswith("link.png")].iloc[0]
+    assert link.detail.endswith("gone\\xe9.png")
+    assert len(read_catalog(out)) == 3
 
 
 def _scan_as_user(root: Path, uid: int) -> dict[str, str]:

@@ -271,7 +271,7 @@ def _read_fits_header(read: _Readable, first: bytes) -> tuple[dict[str, object],
 
 def _int_card(cards: dict[str, object], key: str, default: int = 0) -> int:
     value = cards.get(key, default)
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
+    return value if type(value) is int else default  # not bool, not a malformed string
 
 
 def _fits_dtype(bitpix: int, cards: dict[str, object]) -> str:
@@ -319,7 +319,11 @@ def _walk_fits(read: _Readable, first: bytes, size: int | None) -> ImageInfo:
         axes = [_int_card(cards, f"{prefix}NAXIS{i}") for i in range(1, ndim + 1)]
         is_image = index == 0 or cards.get("XTENSION") == "IMAGE" or compressed
         bitpix = _int_card(cards, "BITPIX", 8)
-        raw_axes = [_int_card(cards, f"NAXIS{i}") for i in range(1, _int_card(cards, "NAXIS") + 1)]
+        raw_axes = (
+            [_int_card(cards, f"NAXIS{i}") for i in range(1, _int_card(cards, "NAXIS") + 1)]
+            if compressed
+            else axes
+        )
         data_len = 0
         if raw_axes:
             data_len = (
@@ -515,14 +519,15 @@ def _npy_header(head: bytes, size: int) -> ImageInfo:
             status="unsupported_ndim",
             detail=f"array of shape {tuple(shape)}; galclust reads 2-D or 3-D arrays",
         )
-    info = ImageInfo("npy", chw[0], chw[1], chw[2], str(dtype))
+    detail = "stored (H, W, C)" if dims == 3 and chw != tuple(shape) else ""
+    info = ImageInfo("npy", chw[0], chw[1], chw[2], str(dtype), detail=detail)
     if dtype.hasobject:
         return replace(info, status="corrupt", detail="object array; save numeric pixels")
     if size < needed:
         return replace(info, status="truncated", detail=f"needs {needed} bytes, file has {size}")
     if min(chw) == 0:
         return replace(info, status="empty_image", detail=f"array of shape {tuple(shape)}")
-    return replace(info, detail="stored (H, W, C)" if chw != tuple(shape) and dims == 3 else "")
+    return info
 
 
 _PIL_MODE = {

@@ -53,7 +53,7 @@ def _stat_failure(path: str, exc: OSError) -> ImageInfo:
     if os.path.islink(path):
         if exc.errno == errno.ELOOP:
             return ImageInfo(fmt, status="unreadable", detail=f"symlink loop ({exc.strerror})")
-        target = os.readlink(path)
+        target, _ = display_path(os.readlink(path))
         return ImageInfo(fmt, status="unreadable", detail=f"broken symlink to {target}")
     if exc.errno == errno.ENOENT:
         return ImageInfo(fmt, status="missing", detail="file does not exist")
@@ -137,8 +137,9 @@ class _Ready(Generic[_R]):
 def ordered_map(func: Callable[[_T], _R], items: Iterable[_T], workers: int) -> Iterator[_R]:
     """``map`` in ``workers`` processes, in order, with a bounded number of items in flight.
 
-    This process is one of the workers: it takes every ``workers``-th item itself and hands the
-    others to a pool of ``workers - 1``, so ``workers`` matches the cores in use. Unlike
+    This process is one of the workers: it keeps a pool of ``workers - 1`` supplied with two
+    items each and takes the next item itself whenever the pool is that busy, so ``workers``
+    matches the cores in use and nobody waits long at the end. Unlike
     ``Pool.imap``, which queues its whole input at once, this pulls ``items`` lazily, so a
     generator of millions of paths is never held in memory.
     """
@@ -154,8 +155,9 @@ def ordered_map(func: Callable[[_T], _R], items: Iterable[_T], workers: int) -> 
     context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
     with context.Pool(workers - 1, initializer=_ignore_sigint) as pool:
         pending: deque[multiprocessing.pool.AsyncResult[_R] | _Ready[_R]] = deque()
-        for n, item in enumerate(everything):
-            if n % workers == workers - 1:
+        for item in everything:
+            queued = sum(1 for p in pending if not isinstance(p, _Ready) and not p.ready())
+            if queued >= 2 * (workers - 1):  # the pool has enough to do: take this one here
                 pending.append(_Ready(func(item)))
             else:
                 pending.append(pool.apply_async(func, (item,)))
