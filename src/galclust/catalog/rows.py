@@ -29,7 +29,7 @@ from galclust.catalog.readers import ImageInfo, format_from_name, inspect_file
 from galclust.catalog.schema import SCAN_COLUMNS, coerce_scan_columns, empty_catalog
 from galclust.progress import Progress
 
-CHUNK = 256
+CHUNK = 512  # paths per task: measured best of 128-1024 on 20,000 mixed cutouts
 _WINDOW = 4  # chunks in flight per worker: enough to keep workers busy, bounded memory
 
 _T = TypeVar("_T")
