@@ -17,8 +17,6 @@ from typing import NoReturn
 from galclust import __version__
 from galclust.exceptions import GalclustError
 
-log = logging.getLogger("galclust")
-
 EXIT_USAGE = 2
 EXIT_PROBLEMS = 1
 EXIT_INTERRUPTED = 130
@@ -228,16 +226,21 @@ def _show_warning(
     print(f"galclust: warning: {message}", file=sys.stderr)
 
 
+def _configure_logging(*, quiet: bool) -> None:
+    """Progress lines of galclust's own loggers on stderr; other libraries keep their settings."""
+    logger = logging.getLogger("galclust")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``galclust`` command; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    _configure_logging(quiet=args.quiet)
     run: Callable[[argparse.Namespace], int] = args.run
     previous = warnings.showwarning
     warnings.showwarning = _show_warning

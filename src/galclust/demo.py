@@ -12,7 +12,6 @@ Later stages (VAE, clustering, regression, report) are added to the demo as they
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -23,8 +22,6 @@ from PIL import Image
 from galclust.catalog.scan import ScanOptions, scan_catalog
 from galclust.datasets import make_toy_galaxies, to_rgb8
 from galclust.provenance import now, write_provenance
-
-log = logging.getLogger("galclust")
 
 _SIZE = 64
 
