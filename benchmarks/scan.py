@@ -107,6 +107,8 @@ def peak_kib():
         return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 
 from galclust.catalog.scan import ScanOptions, scan_catalog
+from galclust.cli import use_system_allocator
+use_system_allocator()  # as the galclust command does
 root, output, workers = sys.argv[1], sys.argv[2] or None, int(sys.argv[3])
 shape = tuple(int(n) for n in sys.argv[4].split(","))
 verify = sys.argv[5] == "verify"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from galclust.catalog.rows import write_rows
+from galclust.catalog.rows import to_frame, write_rows
 from galclust.catalog.scan import apply_shape
 from galclust.catalog.schema import SCAN_COLUMNS, coerce_scan_columns, read_catalog
 from galclust.progress import Progress
@@ -80,7 +80,7 @@ def check_catalog(
     recorded = frame[list(_SHAPE_COLUMNS)].copy() if set(_SHAPE_COLUMNS) <= set(frame) else None
     progress = Progress(len(frame), "checking files")
     try:
-        rows = write_rows(
+        table = write_rows(
             frame["file_loc"].fillna("").tolist(),
             None,
             progress,
@@ -90,6 +90,7 @@ def check_catalog(
         )
     finally:
         progress.close()
+    rows = to_frame(table)
     scan_columns = [c for c in SCAN_COLUMNS if c not in ("id_str", "file_loc")]
     out = frame.drop(columns=[c for c in scan_columns if c in frame])
     out = pd.concat([out.reset_index(drop=True), rows[scan_columns]], axis=1)

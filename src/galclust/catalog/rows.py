@@ -186,7 +186,7 @@ def write_rows(
     workers: int = 2,
     verify: bool = False,
     picked: bool = False,
-) -> pd.DataFrame:
+) -> pa.Table:
     """Make the rows of ``paths`` in ``workers`` processes, in order, and return them.
 
     Each chunk of rows is appended to ``journal`` and flushed as soon as it comes back.
@@ -198,11 +198,14 @@ def write_rows(
             journal.append(batch)
         batches.append(batch)
         progress.update(batch.num_rows)
-    return _to_frame(pa.Table.from_batches(batches, schema=ROW_SCHEMA))
+    return pa.Table.from_batches(batches, schema=ROW_SCHEMA)
 
 
-def _to_frame(table: pa.Table) -> pd.DataFrame:
-    return coerce_scan_columns(table.to_pandas()) if table.num_rows else empty_catalog()
+def to_frame(table: pa.Table) -> pd.DataFrame:
+    """Rows as a catalog frame with the scan dtypes, converting each column once."""
+    if not table.num_rows:
+        return empty_catalog()
+    return coerce_scan_columns(table.to_pandas(types_mapper=_PANDAS_TYPES.get))
 
 
 class Journal:
@@ -254,7 +257,7 @@ class Journal:
             [b.cast(ROW_SCHEMA) if b.schema != ROW_SCHEMA else b for b in batches],
             schema=ROW_SCHEMA,
         )
-        return _to_frame(rows)
+        return to_frame(rows)
 
     def remove(self) -> None:
         """Delete the journal once its rows are in the catalog."""
@@ -266,6 +269,7 @@ class Journal:
 
 
 _ARROW_TYPES = {"string": pa.string(), "Int64": pa.int64(), "int64": pa.int64()}
+_PANDAS_TYPES = {pa.string(): pd.StringDtype("pyarrow"), pa.int64(): pd.Int64Dtype()}
 #: Schema of a row as workers make it: every scan column but ``id_str``.
 ROW_SCHEMA = pa.schema(
     [

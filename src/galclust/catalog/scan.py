@@ -22,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from galclust.catalog.readers import IMAGE_SUFFIXES, STEM_SUFFIXES, stem_of
-from galclust.catalog.rows import Journal, write_rows
+from galclust.catalog.rows import ROW_SCHEMA, Journal, to_frame, write_rows
 from galclust.catalog.schema import (
     SCAN_COLUMNS,
     atomic_write_text,
@@ -276,12 +278,20 @@ def scan_catalog(options: ScanOptions) -> ScanReport:
         if journal is not None:
             journal.close()
 
-    frames = [f for f in (prior[reuse.keep], fresh) if len(f)]
-    catalog = pd.concat(frames, ignore_index=True) if frames else empty_catalog()
+    files_read = fresh.num_rows
+    kept = prior[reuse.keep]
+    if len(kept):
+        earlier = pa.Table.from_pandas(
+            kept[ROW_SCHEMA.names], schema=ROW_SCHEMA, preserve_index=False
+        )
+        fresh = pa.concat_tables([earlier, fresh])
+    # sorted in Arrow (stable: of two rows for one file, the later stays later), then one
+    # conversion to pandas: the fewest copies of the catalog in memory
+    catalog = to_frame(fresh.take(pc.sort_indices(fresh, [("file_loc", "ascending")])))
+    del fresh
     if len(prior) or tree.files:  # otherwise the walk listed each file once
-        catalog = catalog.drop_duplicates("file_loc", keep="last")
-    catalog = catalog.sort_values("file_loc")
-    catalog = apply_shape(catalog.reset_index(drop=True), options.shape)
+        catalog = catalog.drop_duplicates("file_loc", keep="last").reset_index(drop=True)
+    catalog = apply_shape(catalog, options.shape)
     catalog["id_str"] = _ids_of(catalog["file_loc"])
     catalog = coerce_scan_columns(catalog[list(SCAN_COLUMNS)])
 
@@ -295,7 +305,7 @@ def scan_catalog(options: ScanOptions) -> ScanReport:
     report = ScanReport(
         catalog=catalog,
         counts={str(k): int(v) for k, v in catalog["status"].value_counts().items()},
-        files_read=len(fresh),
+        files_read=files_read,
         files_reused=reuse.count,
         skipped_non_images=tree.others,
         seconds=time.perf_counter() - start,
