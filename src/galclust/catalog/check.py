@@ -77,7 +77,8 @@ def check_catalog(
         file's header.
     """
     frame = read_catalog(path)
-    recorded = frame[list(_SHAPE_COLUMNS)].copy() if set(_SHAPE_COLUMNS) <= set(frame) else None
+    has_shape = set(_SHAPE_COLUMNS) <= set(frame)
+    recorded = frame[list(_SHAPE_COLUMNS)].reset_index(drop=True) if has_shape else None
     progress = Progress(len(frame), "checking files")
     try:
         table = write_rows(
