@@ -11,29 +11,22 @@ from __future__ import annotations
 
 import errno
 import functools
-import itertools
-import multiprocessing
 import os
-import signal
 import stat
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Generic, TypeVar
+from typing import BinaryIO
 
 import pandas as pd
 import pyarrow as pa
 
 from galclust.catalog.readers import ImageInfo, format_from_name, inspect_file
 from galclust.catalog.schema import SCAN_COLUMNS, coerce_scan_columns, empty_catalog
+from galclust.parallel import ordered_map
 from galclust.progress import Progress
 
 CHUNK = 512  # paths per task: measured best of 128-1024 on 20,000 mixed cutouts
-_WINDOW = 4  # chunks in flight per worker: enough to keep workers busy, bounded memory
-
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 
 def display_path(path: str) -> tuple[str, bool]:
@@ -117,54 +110,6 @@ def file_row(path: str, *, verify: bool = False, picked: bool = False) -> dict[s
 def _rows_batch(paths: list[str], verify: bool, picked: bool) -> pa.RecordBatch:
     rows = [file_row(p, verify=verify, picked=picked) for p in paths]
     return pa.RecordBatch.from_pylist(rows, schema=ROW_SCHEMA)
-
-
-def _ignore_sigint() -> None:
-    """Leave Ctrl-C to the main process, which keeps the journal and ends the pool cleanly."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-class _Ready(Generic[_R]):
-    """A result computed in this process, with the ``get`` of a pool's ``AsyncResult``."""
-
-    def __init__(self, value: _R) -> None:
-        self.value = value
-
-    def get(self) -> _R:
-        return self.value
-
-
-def ordered_map(func: Callable[[_T], _R], items: Iterable[_T], workers: int) -> Iterator[_R]:
-    """``map`` in ``workers`` processes, in order, with a bounded number of items in flight.
-
-    This process is one of the workers: it keeps a pool of ``workers - 1`` supplied with two
-    items each and takes the next item itself whenever the pool is that busy, so ``workers``
-    matches the cores in use and nobody waits long at the end. Unlike
-    ``Pool.imap``, which queues its whole input at once, this pulls ``items`` lazily, so a
-    generator of millions of paths is never held in memory.
-    """
-    iterator = iter(items)
-    try:
-        first = next(iterator)
-    except StopIteration:
-        return  # nothing to do: no pool to start
-    everything = itertools.chain([first], iterator)
-    if workers <= 1:
-        yield from map(func, everything)
-        return
-    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with context.Pool(workers - 1, initializer=_ignore_sigint) as pool:
-        pending: deque[multiprocessing.pool.AsyncResult[_R] | _Ready[_R]] = deque()
-        for item in everything:
-            queued = sum(1 for p in pending if not isinstance(p, _Ready) and not p.ready())
-            if queued >= 2 * (workers - 1):  # the pool has enough to do: take this one here
-                pending.append(_Ready(func(item)))
-            else:
-                pending.append(pool.apply_async(func, (item,)))
-            while len(pending) >= _WINDOW * workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
