@@ -1,0 +1,241 @@
+"""Survey presets, morphological families and their parameter priors, as frozen value objects.
+
+Magnitudes are AB. Image units are the survey's: DECaLS nanomaggies (zeropoint 22.5, so
+``flux = 10 ** (-0.4 * (mag - 22.5))``), HST/ACS F814W counts per second (zeropoint 25.94, the
+units of the real COSMOS stamps in ``shared/data/cosmos-f814w``). Angles are degrees, sizes arcsec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from galclust.exceptions import GalclustValueError
+
+FAMILIES = ("elliptical", "lenticular", "spiral", "edge_on", "irregular", "compact")
+
+
+@dataclass(frozen=True)
+class Survey:
+    """How a survey sees galaxies: bands, pixels, seeing, depth and zeropoint."""
+
+    name: str
+    bands: tuple[str, ...]
+    pixel_scale: float  # arcsec / pixel
+    psf_fwhm: float  # arcsec, median seeing
+    psf_fwhm_scatter: float  # arcsec, 1-sigma scatter between galaxies
+    zeropoint: float  # AB mag of one image unit
+    sky_sigma: tuple[float, ...]  # Gaussian noise per pixel per band, image units
+    mag_range: tuple[float, float]  # r-band (or the single band) magnitudes drawn
+
+
+SURVEYS = {
+    # DECaLS DR8-like: g,r,z at 0.262"/px, ~1.2" seeing, nanomaggies; per-pixel noise of the
+    # coadds, roughly 0.004 / 0.006 / 0.015 nanomaggies
+    "decals": Survey("decals", ("g", "r", "z"), 0.262, 1.2, 0.15, 22.5, (0.004, 0.006, 0.015),
+                     (15.5, 20.5)),
+    # COSMOS HST/ACS F814W as in the real stamps: 0.03"/px, ~0.09" PSF, counts/s with
+    # zeropoint 25.94, noise variance ~4.3e-6 (sigma ~0.0021)
+    "hst-cosmos": Survey("hst-cosmos", ("i",), 0.03, 0.09, 0.01, 25.94, (0.0021,),
+                         (20.0, 25.0)),
+}  # fmt: skip
+
+# Colours (g-r, r-z) of the stellar populations: old bulges red, disks bluer, knots bluest.
+_COLOURS = {"red": (0.80, 0.45), "blue": (0.45, 0.25), "knots": (0.15, 0.00)}
+
+
+def survey_named(name: str, **overrides: object) -> Survey:
+    """A preset by name, with any field overridden (``bands``, ``pixel_scale``, ...)."""
+    try:
+        preset = SURVEYS[name]
+    except KeyError:
+        raise GalclustValueError(
+            f"--survey {name!r} is unknown; choose one of {', '.join(SURVEYS)}"
+        ) from None
+    fields = {k: v for k, v in overrides.items() if v is not None}
+    if "bands" in fields:
+        bands: tuple[str, ...] = tuple(fields["bands"])  # type: ignore[arg-type]
+        unknown = [b for b in bands if b not in preset.bands]
+        if unknown:
+            raise GalclustValueError(
+                f"--bands {','.join(bands)}: band {unknown[0]!r} is not in the {name} preset; "
+                f"choose from {','.join(preset.bands)}"
+            )
+        fields["sky_sigma"] = tuple(preset.sky_sigma[preset.bands.index(b)] for b in bands)
+    values = {**preset.__dict__, **fields}
+    return Survey(**values)
+
+
+@dataclass(frozen=True)
+class Component:
+    """One light component: a profile, its r-band flux fraction and its colours."""
+
+    kind: str  # "sersic", "exponential", "inclined_exponential", "knots"
+    fraction: float  # of the galaxy's r-band flux
+    hlr: float  # half-light radius, arcsec
+    n: float = 1.0  # Sersic index (4 for de Vaucouleurs, 1 for exponential)
+    q: float = 1.0  # axis ratio
+    inclination: float = 0.0  # degrees, inclined_exponential only
+    h_over_r: float = 0.1  # scale height / scale radius, inclined_exponential only
+    npoints: int = 0  # knots only
+    colour: tuple[float, float] = (0.0, 0.0)  # (g - r, r - z) of this component
+
+
+@dataclass(frozen=True)
+class GalaxyParams:
+    """Everything needed to render one galaxy, drawn from its family's priors.
+
+    ``repr`` evaluates back to the same object (with ``Component`` in scope).
+    """
+
+    family: str
+    mag: float  # AB magnitude in r (DECaLS) or the single band
+    pa: float  # position angle, degrees
+    components: tuple[Component, ...]
+    psf_fwhm: float  # arcsec
+    stamp_size: int  # pixels of the original random stamp, before crop or pad
+    seed: int
+
+    @property
+    def bulge_to_total(self) -> float:
+        return sum(c.fraction for c in self.components if c.kind == "sersic" and c.n >= 3.5)
+
+
+def _lognormal(
+    rng: np.random.Generator, median: float, sigma: float, lo: float, hi: float
+) -> float:
+    return float(np.clip(median * np.exp(sigma * rng.standard_normal()), lo, hi))
+
+
+def _colour(rng: np.random.Generator, population: str) -> tuple[float, float]:
+    g_r, r_z = _COLOURS[population]
+    return g_r + 0.08 * float(rng.standard_normal()), r_z + 0.08 * float(rng.standard_normal())
+
+
+def _sersic_n(value: float) -> float:
+    # quantised: GalSim builds and caches one Sersic table per index (~30 ms each)
+    return round(min(max(value, 0.5), 6.0) * 10) / 10
+
+
+def draw_params(
+    family: str, survey: Survey, seed: int, *, stamp_range: tuple[int, int] = (64, 256)
+) -> GalaxyParams:
+    """Draw the parameters of one galaxy of ``family`` from its priors, from ``seed`` alone.
+
+    Sizes scale with the survey: they are drawn in units of the PSF for well-resolved families,
+    so that the same family looks alike to DECaLS and to HST.
+    """
+    if family not in FAMILIES:
+        raise GalclustValueError(f"family {family!r} is unknown; choose from {', '.join(FAMILIES)}")
+    rng = np.random.default_rng(seed)
+    scale = survey.psf_fwhm  # arcsec of one "seeing"
+    mag = float(rng.uniform(*survey.mag_range))
+    comps: list[Component]
+    if family == "elliptical":
+        hlr = _lognormal(rng, 1.5 * scale, 0.4, 0.5 * scale, 5 * scale)
+        comps = [
+            Component(
+                "sersic",
+                1.0,
+                hlr,
+                n=_sersic_n(rng.uniform(3, 6)),
+                q=float(rng.uniform(0.6, 1.0)),
+                colour=_colour(rng, "red"),
+            )
+        ]
+    elif family == "lenticular":
+        hlr = _lognormal(rng, 1.8 * scale, 0.35, 0.7 * scale, 5 * scale)
+        bt = float(rng.uniform(0.5, 0.8))
+        comps = [
+            Component(
+                "sersic",
+                bt,
+                hlr * float(rng.uniform(0.2, 0.4)),
+                n=4.0,
+                q=float(rng.uniform(0.7, 1.0)),
+                colour=_colour(rng, "red"),
+            ),
+            Component(
+                "exponential",
+                1 - bt,
+                hlr,
+                q=float(rng.uniform(0.3, 1.0)),
+                colour=_colour(rng, "red"),
+            ),
+        ]
+    elif family == "spiral":
+        hlr = _lognormal(rng, 2.0 * scale, 0.35, 0.8 * scale, 6 * scale)
+        bt = float(rng.uniform(0.0, 0.25))
+        knots = float(rng.uniform(0.15, 0.4)) * (1 - bt)
+        q = float(rng.uniform(0.5, 1.0))
+        comps = [
+            Component("sersic", bt, 0.2 * hlr, n=4.0, q=0.9, colour=_colour(rng, "red")),
+            Component("exponential", 1 - bt - knots, hlr, q=q, colour=_colour(rng, "blue")),
+            Component(
+                "knots",
+                knots,
+                hlr,
+                q=q,
+                npoints=int(rng.integers(20, 80)),
+                colour=_colour(rng, "knots"),
+            ),
+        ]
+    elif family == "edge_on":
+        hlr = _lognormal(rng, 2.2 * scale, 0.3, 1.0 * scale, 6 * scale)
+        bt = float(rng.uniform(0.0, 0.3))
+        comps = [
+            Component("sersic", bt, 0.25 * hlr, n=4.0, q=0.8, colour=_colour(rng, "red")),
+            Component(
+                "inclined_exponential",
+                1 - bt,
+                hlr,
+                inclination=float(rng.uniform(80, 90)),
+                h_over_r=float(rng.uniform(0.08, 0.15)),
+                colour=_colour(rng, "blue"),
+            ),
+        ]
+    elif family == "irregular":
+        hlr = _lognormal(rng, 1.8 * scale, 0.35, 0.8 * scale, 5 * scale)
+        knots = float(rng.uniform(0.5, 0.9))
+        comps = [
+            Component(
+                "exponential",
+                1 - knots,
+                hlr,
+                q=float(rng.uniform(0.4, 1.0)),
+                colour=_colour(rng, "blue"),
+            ),
+            Component(
+                "knots",
+                knots,
+                hlr * float(rng.uniform(0.8, 1.3)),
+                npoints=int(rng.integers(5, 25)),
+                colour=_colour(rng, "knots"),
+            ),
+        ]
+    else:  # compact: barely resolved
+        comps = [
+            Component(
+                "sersic",
+                1.0,
+                float(rng.uniform(0.1, 0.35)) * scale,
+                n=_sersic_n(rng.uniform(1, 4)),
+                q=float(rng.uniform(0.5, 1.0)),
+                colour=_colour(rng, "red" if rng.random() < 0.5 else "blue"),
+            )
+        ]
+        mag = float(rng.uniform(survey.mag_range[0] + 2, survey.mag_range[1]))
+    fwhm = max(
+        survey.psf_fwhm + survey.psf_fwhm_scatter * float(rng.standard_normal()),
+        0.6 * survey.psf_fwhm,
+    )
+    return GalaxyParams(
+        family=family,
+        mag=mag,
+        pa=float(rng.uniform(0, 180)),
+        components=tuple(comps),
+        psf_fwhm=fwhm,
+        stamp_size=int(rng.integers(stamp_range[0], stamp_range[1] + 1)),
+        seed=seed,
+    )  # fmt: skip

@@ -1,0 +1,175 @@
+"""galclust simulate: determinism, family mix, splits, truth that agrees with the pixels."""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import galsim
+import numpy as np
+import pandas as pd
+import pytest
+
+from galclust.exceptions import GalclustFileError, GalclustValueError
+from galclust.simulate import (
+    FAMILIES,
+    Component,
+    GalaxyParams,
+    SimulateOptions,
+    render,
+    simulate,
+)
+from galclust.simulate.params import draw_params, survey_named
+
+simulate_module = importlib.import_module("galclust.simulate")
+
+
+def small(tmp_path: Path, name: str = "sims", **changes: object) -> SimulateOptions:
+    values: dict[str, object] = {
+        "n": 24,
+        "output": str(tmp_path / name),
+        "size": 48,
+        "stamp_range": (32, 64),
+        "workers": 1,
+    }
+    values.update(changes)
+    return SimulateOptions(**values)  # type: ignore[arg-type]
+
+
+def test_same_seed_same_images_whatever_the_workers(tmp_path: Path) -> None:
+    one = simulate(small(tmp_path, "one", workers=1))
+    two = simulate(small(tmp_path, "two", workers=2))
+    a = np.load(tmp_path / "one" / "images.npy")
+    b = np.load(tmp_path / "two" / "images.npy")
+    assert a.shape == (24, 3, 48, 48) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    pd.testing.assert_frame_equal(
+        one.catalog.drop(columns="file_loc"), two.catalog.drop(columns="file_loc")
+    )
+    other = simulate(small(tmp_path, "other", seed=1))
+    assert not np.array_equal(a, np.load(other.output / "images.npy"))
+
+
+def test_family_mix_split_schema_and_finite_pixels(tmp_path: Path) -> None:
+    report = simulate(small(tmp_path, n=60))
+    catalog = pd.read_parquet(tmp_path / "sims" / "catalog.parquet")
+    assert catalog["family"].value_counts().to_dict() == dict.fromkeys(FAMILIES, 10)
+    assert catalog["split"].value_counts().to_dict() == {"train": 48, "val": 6, "test": 6}
+    assert catalog["id_str"].is_unique
+    for column in ("mag_g", "mag_r", "mag_z", "hlr", "sersic_n", "q", "pa", "e1", "e2", "bt"):
+        assert column in catalog, column
+    for column in ("g_r", "psf_fwhm", "sky_sigma_r", "snr_r", "stamp_size", "seed"):
+        assert column in catalog, column
+    assert (catalog["file_loc"] == str((tmp_path / "sims" / "images.npy").resolve())).all()
+    assert np.isfinite(np.load(tmp_path / "sims" / "images.npy")).all()
+    assert (tmp_path / "sims" / "previews" / "families.png").stat().st_size > 0
+    assert report.redrawn == 0
+
+
+def test_single_band_and_hst_preset(tmp_path: Path) -> None:
+    r_only = simulate(small(tmp_path, "r", bands=("r",), n=6))
+    assert np.load(r_only.output / "images.npy").shape == (6, 1, 48, 48)
+    assert "mag_g" not in r_only.catalog and "mag_r" in r_only.catalog
+    hst = simulate(small(tmp_path, "hst", survey="hst-cosmos", n=6))
+    assert "mag_i" in hst.catalog
+    assert hst.catalog["sky_sigma_i"].iloc[0] == pytest.approx(0.0021)
+
+
+def test_noiseless_flux_matches_the_magnitude() -> None:
+    survey = survey_named("decals", sky_sigma=(0.0, 0.0, 0.0))
+    for seed in range(5):
+        params = draw_params("compact", survey, seed, stamp_range=(128, 128))
+        image, truth = render(params, survey, 128)
+        for b, band in enumerate(survey.bands):
+            assert image[b].sum() == pytest.approx(truth[f"flux_{band}"], rel=0.01)
+            mag = survey.zeropoint - 2.5 * np.log10(image[b].sum())
+            assert mag == pytest.approx(truth[f"mag_{band}"], abs=0.011)
+
+
+def test_measured_half_light_radius_matches_truth() -> None:
+    survey = survey_named("decals", bands=("r",), sky_sigma=(0.0,), pixel_scale=0.05)
+    component = Component("sersic", 1.0, hlr=1.0, n=1.5, q=1.0)
+    params = GalaxyParams("elliptical", 17.0, 0.0, (component,), 0.02, 256, seed=3)
+    image, truth = render(params, survey, 256)
+    y, x = np.indices(image[0].shape)
+    radius = np.hypot(x - 127.5, y - 127.5) * survey.pixel_scale
+    order = np.argsort(radius.ravel())
+    cumulative = np.cumsum(image[0].ravel()[order])
+    measured = radius.ravel()[order][np.searchsorted(cumulative, cumulative[-1] / 2)]
+    assert measured == pytest.approx(truth["hlr"], rel=0.03)
+
+
+def test_padding_is_noise_not_zeros(tmp_path: Path) -> None:
+    report = simulate(small(tmp_path, n=6, size=64, stamp_range=(32, 32)))
+    images = np.load(report.output / "images.npy")
+    border = images[:, :, :8, :]
+    assert (border != 0).all()
+    assert border[:, 1].std() == pytest.approx(0.006, rel=0.15)  # r-band sky sigma
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"n": 0}, "-n 0"),
+        ({"size": -5}, "--size -5"),
+        ({"split": (0.5, 0.5, 0.5)}, "sum to 1"),
+        ({"bands": ("g", "x")}, "band 'x' is not in the decals preset"),
+        ({"families": ("spiral", "bar")}, "'bar' is not a family"),
+        ({"survey": "sdss"}, "--survey 'sdss' is unknown"),
+    ],
+)
+def test_bad_options(tmp_path: Path, changes: dict[str, object], message: str) -> None:
+    with pytest.raises(GalclustValueError, match=message):
+        simulate(small(tmp_path, **changes))
+
+
+def test_finished_simulation_is_not_overwritten(tmp_path: Path) -> None:
+    simulate(small(tmp_path, n=6))
+    before = (tmp_path / "sims" / "images.npy").read_bytes()
+    with pytest.raises(GalclustFileError, match="already holds a finished simulation"):
+        simulate(small(tmp_path, n=6, seed=5))
+    assert (tmp_path / "sims" / "images.npy").read_bytes() == before
+    simulate(small(tmp_path, n=6, seed=5, overwrite=True))
+    assert (tmp_path / "sims" / "images.npy").read_bytes() != before
+
+
+def test_full_disk_leaves_no_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_space(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(simulate_module, "write_catalog", no_space)
+    with pytest.raises(GalclustFileError, match="No space left on device"):
+        simulate(small(tmp_path, n=6))
+    assert not (tmp_path / "sims" / "catalog.parquet").exists()
+
+
+def test_galsim_failure_is_redrawn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"n": 0}
+    original = simulate_module.render
+
+    def flaky(params: GalaxyParams, survey: object, size: int) -> object:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise galsim.GalSimFFTSizeError("too big", 99999)
+        return original(params, survey, size)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(simulate_module, "render", flaky)
+    report = simulate(small(tmp_path, n=6))
+    assert report.redrawn == 1
+    assert len(report.catalog) == 6
+
+
+def test_cli_simulate(tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    command = [sys.executable, "-m", "galclust", "simulate", "-n", "12", "-o", str(out)]
+    result = subprocess.run(
+        [*command, "--size", "32", "--workers", "2"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "simulated 12 galaxies" in result.stdout
+    assert (out / "provenance.json").is_file() and (out / "catalog.parquet").is_file()
+    again = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
