@@ -132,6 +132,8 @@ def _render_block(
     """Render galaxies ``indices``; a draw GalSim refuses is redrawn with the next seed."""
     import galsim
 
+    # one thread per process: with its default (all cores) two workers ran slower than one
+    galsim.utilities.set_omp_threads(1)
     images = np.empty((len(indices), len(survey.bands), options.size, options.size), np.float32)
     rows = []
     redrawn = 0
