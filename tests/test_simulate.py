@@ -78,6 +78,16 @@ def test_single_band_and_hst_preset(tmp_path: Path) -> None:
     assert hst.catalog["sky_sigma_i"].iloc[0] == pytest.approx(0.0021)
 
 
+def test_preset_overrides(tmp_path: Path) -> None:
+    report = simulate(
+        small(tmp_path, n=6, bands=("r",), sky_sigma=(0.05,), psf_fwhm=2.0, zeropoint=30.0)
+    )
+    assert (report.catalog["sky_sigma_r"] == 0.05).all()
+    assert report.catalog["psf_fwhm"].between(1.0, 3.0).all()
+    flux = 10 ** (-0.4 * (report.catalog["mag_r"] - 30.0))
+    np.testing.assert_allclose(report.catalog["flux_r"], flux)
+
+
 def test_noiseless_flux_matches_the_magnitude() -> None:
     survey = survey_named("decals", sky_sigma=(0.0, 0.0, 0.0))
     for seed in range(5):
@@ -119,6 +129,8 @@ def test_padding_is_noise_not_zeros(tmp_path: Path) -> None:
         ({"bands": ("g", "x")}, "band 'x' is not in the decals preset"),
         ({"families": ("spiral", "bar")}, "'bar' is not a family"),
         ({"survey": "sdss"}, "--survey 'sdss' is unknown"),
+        ({"sky_sigma": (0.01, 0.02)}, "gives 2 values for 3 bands"),
+        ({"psf_fwhm": -1.0}, "--psf-fwhm -1.0 must be positive"),
     ],
 )
 def test_bad_options(tmp_path: Path, changes: dict[str, object], message: str) -> None:

@@ -206,6 +206,12 @@ def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     p.add_argument("--bands", type=_names, metavar="B,B", help="subset of the preset's bands")
     p.add_argument("--pixel-scale", type=float, metavar="ARCSEC", help="override the preset's")
+    p.add_argument("--psf-fwhm", type=float, metavar="ARCSEC", help="median seeing (override)")
+    p.add_argument("--zeropoint", type=float, metavar="MAG", help="AB mag of one image unit")
+    p.add_argument(
+        "--sky-sigma", type=_floats, metavar="S,S",
+        help="Gaussian noise per pixel per band, image units (override the preset's depth)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument(
         "--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
@@ -235,6 +241,9 @@ def _run_simulate(args: argparse.Namespace) -> int:
         survey=args.survey,
         bands=args.bands,
         pixel_scale=args.pixel_scale,
+        psf_fwhm=args.psf_fwhm,
+        zeropoint=args.zeropoint,
+        sky_sigma=args.sky_sigma,
         seed=args.seed,
         workers=args.workers,
         split=args.split,

@@ -70,6 +70,9 @@ class SimulateOptions:
     survey: str = "decals"
     bands: tuple[str, ...] | None = None
     pixel_scale: float | None = None
+    psf_fwhm: float | None = None
+    zeropoint: float | None = None
+    sky_sigma: tuple[float, ...] | None = None
     seed: int = 0
     workers: int = 2
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -123,7 +126,34 @@ def _validate(options: SimulateOptions) -> Survey:
         )
     if options.workers < 1:
         raise GalclustValueError(f"--workers {options.workers} must be at least 1")
-    return survey_named(options.survey, bands=options.bands, pixel_scale=options.pixel_scale)
+    if options.sky_sigma is not None and min(options.sky_sigma) < 0:
+        raise GalclustValueError(f"--sky-sigma {options.sky_sigma}: noise must be >= 0")
+    for name in ("pixel_scale", "psf_fwhm"):
+        value = getattr(options, name)
+        if value is not None and value <= 0:
+            raise GalclustValueError(f"--{name.replace('_', '-')} {value} must be positive")
+    survey = survey_named(
+        options.survey,
+        bands=options.bands,
+        pixel_scale=options.pixel_scale,
+        psf_fwhm=options.psf_fwhm,
+        zeropoint=options.zeropoint,
+    )
+    if options.sky_sigma is not None:
+        if len(options.sky_sigma) != len(survey.bands):
+            raise GalclustValueError(
+                f"--sky-sigma gives {len(options.sky_sigma)} values for "
+                f"{len(survey.bands)} bands ({','.join(survey.bands)}); give one per band"
+            )
+        survey = survey_named(
+            options.survey,
+            bands=survey.bands,
+            pixel_scale=survey.pixel_scale,
+            psf_fwhm=survey.psf_fwhm,
+            zeropoint=survey.zeropoint,
+            sky_sigma=options.sky_sigma,
+        )
+    return survey
 
 
 def _render_block(

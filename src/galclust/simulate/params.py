@@ -62,7 +62,8 @@ def survey_named(name: str, **overrides: object) -> Survey:
                 f"--bands {','.join(bands)}: band {unknown[0]!r} is not in the {name} preset; "
                 f"choose from {','.join(preset.bands)}"
             )
-        fields["sky_sigma"] = tuple(preset.sky_sigma[preset.bands.index(b)] for b in bands)
+        if "sky_sigma" not in fields:
+            fields["sky_sigma"] = tuple(preset.sky_sigma[preset.bands.index(b)] for b in bands)
     values = {**preset.__dict__, **fields}
     return Survey(**values)
 
