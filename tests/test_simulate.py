@@ -12,6 +12,7 @@ import galsim
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from galclust.exceptions import GalclustFileError, GalclustValueError
 from galclust.simulate import (
@@ -65,7 +66,9 @@ def test_family_mix_split_schema_and_finite_pixels(tmp_path: Path) -> None:
         assert column in catalog, column
     assert (catalog["file_loc"] == str((tmp_path / "sims" / "images.npy").resolve())).all()
     assert np.isfinite(np.load(tmp_path / "sims" / "images.npy")).all()
-    assert (tmp_path / "sims" / "previews" / "families.png").stat().st_size > 0
+    preview = np.asarray(Image.open(tmp_path / "sims" / "previews" / "families.png"))
+    assert preview.shape == (6 * 48, 8 * 48, 3)
+    assert preview.std() > 5  # galaxies on a sky background, not a blank picture
     assert report.redrawn == 0
 
 

@@ -91,3 +91,25 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
     stretched = np.arcsinh(np.clip(channels, 0, None) / (0.1 * scale)) / np.arcsinh(10.0)
     rgb = np.clip(stretched[::-1], 0, 1)  # z, r, g -> red, green, blue
     return np.moveaxis((rgb * 255).round().astype(np.uint8), 0, 2)
+
+
+def grz_to_rgb8(
+    image: np.ndarray,
+    *,
+    scales: tuple[float, float, float] = (6.0, 3.4, 2.2),
+    q: float = 20.0,
+    m: float = 0.03,
+) -> np.ndarray:
+    """Colour picture of a g,r,z image in nanomaggies, as the Legacy Surveys viewer draws them.
+
+    The "sdss" asinh colour scheme of legacypipe: each band scaled (g x6.0, r x3.4, z x2.2),
+    offset by ``m``, and stretched by ``asinh(q * I) / sqrt(q)`` of the mean intensity ``I``,
+    which keeps colours while compressing bright cores. Returns (H, W, 3) uint8, z->red,
+    r->green, g->blue.
+    """
+    scaled = np.maximum(image * np.asarray(scales)[:, None, None] + m, 0.0)
+    intensity = scaled.mean(axis=0)
+    intensity = np.where(intensity > 0, intensity, 1e-12)
+    stretch = np.arcsinh(q * intensity) / np.sqrt(q) / intensity
+    rgb = np.clip(scaled[::-1] * stretch, 0.0, 1.0)
+    return np.moveaxis((rgb * 255).round().astype(np.uint8), 0, 2)

@@ -273,8 +273,10 @@ def _write_previews(out: Path, catalog: pd.DataFrame, survey: Survey, per_family
     """A PNG with ``per_family`` example galaxies per family, as colour (or stretched) images."""
     from PIL import Image
 
-    from galclust.datasets import to_rgb8
+    from galclust.datasets import grz_to_rgb8, to_rgb8
 
+    # g,r,z in nanomaggies as the Legacy Surveys viewer shows them; anything else stretched
+    picture = grz_to_rgb8 if survey.bands == ("g", "r", "z") else to_rgb8
     images = np.load(out / "images.npy", mmap_mode="r")
     families = [f for f in FAMILIES if f in set(catalog["family"])]
     size = images.shape[-1]
@@ -282,6 +284,6 @@ def _write_previews(out: Path, catalog: pd.DataFrame, survey: Survey, per_family
     for r, family in enumerate(families):
         picks = catalog.loc[catalog["family"] == family, "image_index"].to_numpy()[:per_family]
         for c, index in enumerate(picks):
-            grid[r * size : (r + 1) * size, c * size : (c + 1) * size] = to_rgb8(images[index])
+            grid[r * size : (r + 1) * size, c * size : (c + 1) * size] = picture(images[index])
     (out / "previews").mkdir(exist_ok=True)
     Image.fromarray(grid).save(out / "previews" / "families.png")
