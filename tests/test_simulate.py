@@ -177,6 +177,38 @@ def test_galsim_failure_is_redrawn(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert len(report.catalog) == 6
 
 
+def test_interrupted_run_resumes_to_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reference = simulate(small(tmp_path, "reference"))
+    monkeypatch.setattr(simulate_module, "_BLOCK", 4)
+    original = simulate_module._render_block
+    calls = {"n": 0, "stop_at": 3}
+
+    def flaky(indices: range, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == calls["stop_at"]:
+            raise KeyboardInterrupt
+        return original(indices, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(simulate_module, "_render_block", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        simulate(small(tmp_path, "resumed"))
+    assert not (tmp_path / "resumed" / "catalog.parquet").exists()
+    assert len(list((tmp_path / "resumed" / ".simulate-journal").glob("block-*"))) == 2
+
+    calls.update(n=0, stop_at=-1)
+    resumed = simulate(small(tmp_path, "resumed"))
+    assert calls["n"] == 4  # the 4 blocks left of 6, not all of them
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "reference" / "images.npy"), np.load(resumed.output / "images.npy")
+    )
+    pd.testing.assert_frame_equal(
+        reference.catalog.drop(columns="file_loc"), resumed.catalog.drop(columns="file_loc")
+    )
+    assert not (tmp_path / "resumed" / ".simulate-journal").exists()
+
+
 def test_cli_simulate(tmp_path: Path) -> None:
     out = tmp_path / "cli"
     command = [sys.executable, "-m", "galclust", "simulate", "-n", "12", "-o", str(out)]

@@ -8,17 +8,21 @@ Writes into the output folder::
     provenance.json
 
 Every galaxy's parameters and noise come from its own seed, derived from ``--seed`` and its
-index, so the same seed gives identical images and catalog whatever ``--workers`` is.
+index, so the same seed gives identical images and catalog whatever ``--workers`` is. Blocks of
+galaxies are journaled as they finish (``.simulate-journal/``); an interrupted run with the same
+options resumes where it stopped and gives the same result as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import os
+import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -223,28 +227,33 @@ def simulate(options: SimulateOptions) -> SimulateReport:
         (out / "catalog.parquet").unlink(missing_ok=True)  # the last file written marks "done"
         partial = out / ".images.npy.partial"
         shape = (options.n, len(survey.bands), options.size, options.size)
-        images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
-        rows: list[dict[str, Any]] = []
-        redrawn = 0
+        journal = out / ".simulate-journal"
+        images, done = _open_partial(partial, journal, options, shape)
         blocks = [range(i, min(i + _BLOCK, options.n)) for i in range(0, options.n, _BLOCK)]
+        todo = [block for block in blocks if block.start not in done]
         work = functools.partial(_render_block, options=options, survey=survey)
         progress = Progress(options.n, "simulating", unit="galaxies")
+        progress.update(options.n - sum(len(block) for block in todo))
         try:
             for block, (pixels, truth, redraws) in zip(
-                blocks, ordered_map(work, blocks, options.workers), strict=True
+                todo, ordered_map(work, todo, options.workers), strict=True
             ):
                 images[block.start : block.stop] = pixels
-                rows.extend(truth)
-                redrawn += redraws
+                images.flush()  # pixels on disk before the block is marked done
+                name = journal / f"block-{block.start:09d}-{redraws}.parquet"
+                write_catalog(pd.DataFrame(truth), name)
                 progress.update(len(block))
         finally:
             progress.close()
-        images.flush()
         del images
+        parts = sorted(journal.glob("block-*.parquet"))
+        rows = pd.concat([pd.read_parquet(part) for part in parts], ignore_index=True)
+        redrawn = sum(int(part.stem.rsplit("-", 1)[1]) for part in parts)
         os.replace(partial, out / "images.npy")
         catalog = _catalog(rows, options, out)
         _write_previews(out, catalog, survey)
         write_catalog(catalog, out / "catalog.parquet")
+        shutil.rmtree(journal)
     except OSError as exc:
         raise GalclustFileError(
             f"cannot write the simulation in {out} ({exc.strerror}); free some space or choose "
@@ -260,8 +269,31 @@ def simulate(options: SimulateOptions) -> SimulateReport:
     )
 
 
-def _catalog(rows: list[dict[str, Any]], options: SimulateOptions, out: Path) -> pd.DataFrame:
-    catalog = pd.DataFrame(rows)
+def _open_partial(
+    partial: Path, journal: Path, options: SimulateOptions, shape: tuple[int, ...]
+) -> tuple[np.memmap[Any, Any], set[int]]:
+    """The image store of this run and the blocks already done by an interrupted one.
+
+    An interrupted run is resumed only if it had the same options (workers aside); otherwise
+    its leftovers are discarded.
+    """
+    settings = {k: v for k, v in asdict(options).items() if k not in ("workers", "overwrite")}
+    key = json.dumps(settings, sort_keys=True, default=list)
+    stamp = journal / "options.json"
+    if partial.exists() and stamp.exists() and stamp.read_text() == key:
+        images = np.lib.format.open_memmap(partial, mode="r+")
+        if images.shape == shape:
+            done = {int(p.name.split("-")[1]) for p in journal.glob("block-*.parquet")}
+            log.info("resuming an interrupted run: %d blocks already simulated", len(done))
+            return images, done
+    shutil.rmtree(journal, ignore_errors=True)
+    journal.mkdir()
+    stamp.write_text(key)
+    return np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape), set()
+
+
+def _catalog(rows: pd.DataFrame, options: SimulateOptions, out: Path) -> pd.DataFrame:
+    catalog = rows.reset_index(drop=True)
     width = max(6, len(str(options.n - 1)))
     catalog.insert(0, "id_str", [f"sim_{i:0{width}d}" for i in catalog["image_index"]])
     catalog.insert(1, "file_loc", str((out / "images.npy").resolve()))
