@@ -78,7 +78,7 @@ def test_single_band_and_hst_preset(tmp_path: Path) -> None:
     assert "mag_g" not in r_only.catalog and "mag_r" in r_only.catalog
     hst = simulate(small(tmp_path, "hst", survey="hst-cosmos", n=6))
     assert "mag_i" in hst.catalog
-    assert hst.catalog["sky_sigma_i"].iloc[0] == pytest.approx(0.0021)
+    assert hst.catalog["sky_sigma_i"].iloc[0] == pytest.approx(0.0026)
 
 
 def test_preset_overrides(tmp_path: Path) -> None:

@@ -35,10 +35,10 @@ SURVEYS = {
     # coadds, roughly 0.004 / 0.006 / 0.015 nanomaggies
     "decals": Survey("decals", ("g", "r", "z"), 0.262, 1.2, 0.15, 22.5, (0.004, 0.006, 0.015),
                      (15.5, 20.5)),
-    # COSMOS HST/ACS F814W as in the real stamps: 0.03"/px, ~0.09" PSF, counts/s with
-    # zeropoint 25.94, noise variance ~4.3e-6 (sigma ~0.0021)
-    "hst-cosmos": Survey("hst-cosmos", ("i",), 0.03, 0.09, 0.01, 25.94, (0.0021,),
-                         (20.0, 25.0)),
+    # COSMOS HST/ACS F814W as in the real stamps of shared/data/cosmos-f814w: 0.03"/px, ~0.09"
+    # PSF, counts/s with zeropoint 25.94, median noise sigma 0.0026, magnitudes 20-26
+    "hst-cosmos": Survey("hst-cosmos", ("i",), 0.03, 0.09, 0.01, 25.94, (0.0026,),
+                         (20.0, 26.0)),
 }  # fmt: skip
 
 # Colours (g-r, r-z) of the stellar populations: old bulges red, disks bluer, knots bluest.
