@@ -142,20 +142,12 @@ def _validate(options: SimulateOptions) -> Survey:
         pixel_scale=options.pixel_scale,
         psf_fwhm=options.psf_fwhm,
         zeropoint=options.zeropoint,
+        sky_sigma=options.sky_sigma,
     )
-    if options.sky_sigma is not None:
-        if len(options.sky_sigma) != len(survey.bands):
-            raise GalclustValueError(
-                f"--sky-sigma gives {len(options.sky_sigma)} values for "
-                f"{len(survey.bands)} bands ({','.join(survey.bands)}); give one per band"
-            )
-        survey = survey_named(
-            options.survey,
-            bands=survey.bands,
-            pixel_scale=survey.pixel_scale,
-            psf_fwhm=survey.psf_fwhm,
-            zeropoint=survey.zeropoint,
-            sky_sigma=options.sky_sigma,
+    if len(survey.sky_sigma) != len(survey.bands):
+        raise GalclustValueError(
+            f"--sky-sigma gives {len(survey.sky_sigma)} values for {len(survey.bands)} bands "
+            f"({','.join(survey.bands)}); give one per band"
         )
     return survey
 
