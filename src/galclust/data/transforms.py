@@ -1,0 +1,147 @@
+"""Preprocessing that turns any cutout into a network input in [-1, 1], and augmentations.
+
+Defaults per kind of data (documented for ``galclust train vae``):
+
+- 8-bit PNG/JPEG colour composites: ``x / 127.5 - 1``.
+- Float images (FITS, simulated flux): ``asinh(x / a) / asinh(b / a)`` mapped to [-1, 1] and
+  clipped, with ``a`` = 3 x the robust noise (1.4826 x MAD) and ``b`` = the 99.5th percentile,
+  measured per image, or fixed for a whole dataset (``asinh_scale``), so that faint outskirts
+  and bright cores both stay visible.
+
+Images of another size are centre-cropped, padded with noise like their own border (never with
+zeros, which would draw a frame around every small cutout), or resized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from galclust.exceptions import GalclustValueError
+
+_MODES = ("crop", "resize")
+_SCALINGS = ("auto", "uint8", "asinh")
+
+
+def _border(image: np.ndarray, width: int = 4) -> np.ndarray:
+    w = max(1, min(width, image.shape[-1] // 4, image.shape[-2] // 4))
+    return np.concatenate(
+        [
+            image[:, :w].reshape(image.shape[0], -1),
+            image[:, -w:].reshape(image.shape[0], -1),
+            image[:, :, :w].reshape(image.shape[0], -1),
+            image[:, :, -w:].reshape(image.shape[0], -1),
+        ],
+        axis=1,
+    )
+
+
+def fit_to_size(
+    image: np.ndarray, size: int, *, mode: str = "crop", rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Bring an image of shape (C, H, W) to (C, size, size).
+
+    ``crop``: centre-crop each larger axis and pad each smaller one with Gaussian noise of the
+    median and robust spread of the image's own border, per channel. ``resize``: area-average
+    down or bilinear up, keeping the whole field.
+    """
+    if mode not in _MODES:
+        raise GalclustValueError(f"resize mode {mode!r}: choose one of {', '.join(_MODES)}")
+    channels, height, width = image.shape
+    if (height, width) == (size, size):
+        return image
+    if mode == "resize":
+        tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+        shrink = height > size and width > size
+        method = "area" if shrink else "bilinear"
+        kwargs = {} if shrink else {"align_corners": False}
+        resized = F.interpolate(tensor, size=(size, size), mode=method, **kwargs)
+        out: np.ndarray = resized[0].numpy().astype(image.dtype, copy=False)
+        return out
+    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
+    cropped = image[:, top : top + min(height, size), left : left + min(width, size)]
+    if cropped.shape[1:] == (size, size):
+        return cropped
+    border = _border(image.astype(np.float64))
+    median = np.median(border, axis=1)
+    spread = 1.4826 * np.median(np.abs(border - median[:, None]), axis=1)
+    rng = rng if rng is not None else np.random.default_rng(0)
+    canvas = median[:, None, None] + spread[:, None, None] * rng.standard_normal(
+        (channels, size, size)
+    )
+    if image.dtype == np.uint8:
+        canvas = np.clip(np.round(canvas), 0, 255)
+    padded: np.ndarray = canvas.astype(image.dtype)
+    y0, x0 = (size - cropped.shape[1]) // 2, (size - cropped.shape[2]) // 2
+    padded[:, y0 : y0 + cropped.shape[1], x0 : x0 + cropped.shape[2]] = cropped
+    return padded
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How images become inputs in [-1, 1]; saved with a model so embedding does the same.
+
+    Parameters
+    ----------
+    image_size : int
+        Side of the network's input, pixels.
+    mode : {"crop", "resize"}
+        How other sizes are brought to ``image_size`` (see :func:`fit_to_size`).
+    scaling : {"auto", "uint8", "asinh"}
+        ``auto`` picks ``uint8`` for 8-bit images and ``asinh`` for the rest.
+    asinh_scale : (a, b), optional
+        Softening and bright level for the whole dataset; measured per image when None.
+    """
+
+    image_size: int
+    mode: str = "crop"
+    scaling: str = "auto"
+    asinh_scale: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.scaling not in _SCALINGS:
+            raise GalclustValueError(
+                f"scaling {self.scaling!r}: choose one of {', '.join(_SCALINGS)}"
+            )
+        if self.mode not in _MODES:
+            raise GalclustValueError(
+                f"resize mode {self.mode!r}: choose one of {', '.join(_MODES)}"
+            )
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """(C, H, W) pixels of any type -> (C, image_size, image_size) float32 in [-1, 1]."""
+        fitted = fit_to_size(image, self.image_size, mode=self.mode)
+        scaling = self.scaling
+        if scaling == "auto":
+            scaling = "uint8" if image.dtype == np.uint8 else "asinh"
+        if scaling == "uint8":
+            scaled: np.ndarray = (fitted.astype(np.float32) / 127.5 - 1.0).clip(-1, 1)
+            return scaled
+        a, b = self.asinh_scale if self.asinh_scale is not None else asinh_scale(fitted)
+        stretched = np.arcsinh(fitted.astype(np.float32) / a) / np.arcsinh(b / a)
+        result: np.ndarray = (2 * stretched - 1).clip(-1, 1).astype(np.float32)
+        return result
+
+
+def asinh_scale(image: np.ndarray) -> tuple[float, float]:
+    """Softening (3 x robust noise) and bright level (99.5th percentile) of a float image."""
+    values = image.astype(np.float64).ravel()
+    median = np.median(values)
+    noise = 1.4826 * np.median(np.abs(values - median))
+    bright = float(np.percentile(values, 99.5))
+    a = 3 * noise if noise > 0 else max(abs(bright), 1.0) * 1e-3
+    return float(a), max(bright, 2 * a)
+
+
+def dihedral(batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image of a (B, C, H, W) batch flipped and rotated by one of the 8 symmetries of the
+    square, at random: galaxies have no preferred orientation."""
+    k = torch.randint(0, 8, (batch.shape[0],), generator=generator)
+    out = torch.empty_like(batch)
+    for i in range(batch.shape[0]):
+        image = torch.rot90(batch[i], int(k[i] % 4), dims=(1, 2))
+        out[i] = torch.flip(image, dims=(2,)) if k[i] >= 4 else image
+    return out
