@@ -11,7 +11,8 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import NoReturn
 
 from galclust import __version__
@@ -72,6 +73,18 @@ def _add_scan(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.set_defaults(run=_run_scan)
 
 
+def _wrote(
+    output: str, command: str, options: object, started: datetime, results: Mapping[str, object]
+) -> None:
+    """Write the provenance file beside ``output`` and say where the output is."""
+    from galclust.provenance import write_provenance
+
+    write_provenance(
+        output, command=command, options=options, started=started, results=dict(results)
+    )
+    print(f"wrote {output}")
+
+
 def _add_read_options(p: argparse.ArgumentParser) -> None:
     """--shape, --workers and --verify: how files are read and judged (scan, catalog check)."""
     p.add_argument(
@@ -95,7 +108,7 @@ def _add_read_options(p: argparse.ArgumentParser) -> None:
 
 def _run_scan(args: argparse.Namespace) -> int:
     from galclust.catalog.scan import ScanOptions, parse_shape, scan_catalog
-    from galclust.provenance import now, write_provenance
+    from galclust.provenance import now
 
     started = now()
     options = ScanOptions(
@@ -107,15 +120,14 @@ def _run_scan(args: argparse.Namespace) -> int:
         verify=args.verify,
     )
     report = scan_catalog(options)
-    write_provenance(
-        args.output,
-        command="scan",
-        options=options,
-        started=started,
-        results={"counts": report.counts, "files_per_second": round(report.files_per_second, 1)},
-    )
     print(report.summary())
-    print(f"wrote {args.output}")
+    _wrote(
+        args.output,
+        "scan",
+        options,
+        started,
+        {"counts": report.counts, "files_per_second": round(report.files_per_second, 1)},
+    )
     return 0
 
 
@@ -151,7 +163,7 @@ def _run_catalog_check(args: argparse.Namespace) -> int:
     from galclust.catalog.check import check_catalog
     from galclust.catalog.scan import parse_shape
     from galclust.catalog.schema import write_catalog
-    from galclust.provenance import now, write_provenance
+    from galclust.provenance import now
 
     started = now()
     shape = parse_shape(args.shape) if args.shape else None
@@ -159,14 +171,7 @@ def _run_catalog_check(args: argparse.Namespace) -> int:
     print(report.summary())
     if args.output:
         write_catalog(report.catalog, args.output)
-        write_provenance(
-            args.output,
-            command="catalog check",
-            options=vars(args) | {"run": None},
-            started=started,
-            results={"counts": report.counts},
-        )
-        print(f"wrote {args.output}")
+        _wrote(args.output, "catalog check", vars(args) | {"run": None}, started, report.counts)
     return 0 if report.ok else EXIT_PROBLEMS
 
 
@@ -230,7 +235,7 @@ def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
-    from galclust.provenance import now, write_provenance
+    from galclust.provenance import now
     from galclust.simulate import SimulateOptions, simulate
 
     started = now()
@@ -251,15 +256,14 @@ def _run_simulate(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     report = simulate(options)
-    write_provenance(
-        args.output,
-        command="simulate",
-        options=options,
-        started=started,
-        results={"redrawn": report.redrawn, "families": report.family_counts},
-    )
     print(report.summary())
-    print(f"wrote {args.output}")
+    _wrote(
+        args.output,
+        "simulate",
+        options,
+        started,
+        {"redrawn": report.redrawn, "families": report.family_counts},
+    )
     return 0
 
 
