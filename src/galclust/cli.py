@@ -337,8 +337,8 @@ def use_system_allocator() -> None:
     """Give pyarrow the system allocator for this process, as the galclust command does.
 
     pyarrow's default pool (mimalloc in the wheels) keeps what a stage frees for itself, so the
-    next stage's pandas and numpy memory comes on top; with the shared system allocator the
-    peak of a 100,000-file scan measured 30% lower.
+    next stage's pandas and numpy memory comes on top; with the shared system allocator a
+    100,000-file scan measured 167 MB peak instead of 196 MB (104 MB of it is the imports).
     """
     import pyarrow as pa
 
