@@ -51,7 +51,7 @@ def test_small_custom_network_and_hidden_dims_untouched() -> None:
 
 
 def test_image_size_not_a_multiple_is_a_clear_error() -> None:
-    with pytest.raises(GalclustValueError, match=r"image_size 100 is not a multiple of 32"):
+    with pytest.raises(GalclustValueError, match=r"image size 100 is not a multiple of 32"):
         VAE(3, 100, 35)
     with pytest.raises(GalclustValueError, match="must be positive"):
         VAE(0, 64, 35)

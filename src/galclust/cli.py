@@ -267,6 +267,291 @@ def _run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+_EPILOG_TRAIN = """\
+examples:
+  galclust train vae catalog.parquet -o runs/vae35
+  galclust train vae sims/decals -o runs/sim --latent-dim 16 --epochs 20
+  galclust train vae store/ -o runs/big --accelerator gpu --devices 4 --num-nodes 2
+  galclust train vae catalog.parquet -o runs/vae35 --resume --epochs 150   # continue
+
+DATA is a scan catalog (rows with status ok), any catalog with id_str and file_loc, a folder
+made by galclust simulate (its train/val split is used), or a store made by galclust pack
+(fastest). Inputs are scaled to [-1, 1]: 8-bit images x/127.5-1, float images by a robust
+arcsinh stretch; other sizes are centre-cropped or noise-padded (--resize-mode resize keeps the
+whole field). The run folder gets checkpoints/best.ckpt and last.ckpt, metrics.csv, loss.png
+and reconstructions.png.
+"""
+
+
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``train vae`` and ``sweep``."""
+    p.add_argument("data", metavar="DATA", help="catalog, simulate folder or packed store")
+    p.add_argument(
+        "--image-size", type=int, metavar="PX",
+        help="network input size, a multiple of 32 (default: the images' own size when they "
+        "share one that is, else 256)",
+    )  # fmt: skip
+    p.add_argument("--epochs", type=int, default=100, help="epochs (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    p.add_argument(
+        "--kld-weight", type=float, default=1e-3,
+        help="weight of the KL term against the per-pixel MSE (default: 1e-3)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument(
+        "--val-fraction", type=float, default=0.1,
+        help="share of galaxies held out for validation (default: 0.1; simulations use their "
+        "own split)",
+    )  # fmt: skip
+    p.add_argument("--no-augment", action="store_true", help="no random flips and rotations")
+    p.add_argument(
+        "--resize-mode", choices=("crop", "resize"), default="crop",
+        help="images of another size: centre-crop/noise-pad (default) or resize",
+    )  # fmt: skip
+    p.add_argument(
+        "--scaling", choices=("auto", "uint8", "asinh"), default="auto",
+        help="to [-1, 1]: auto = uint8 for 8-bit images, asinh for float ones",
+    )  # fmt: skip
+    p.add_argument(
+        "--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
+        help="data-loading processes (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default)")
+    p.add_argument("--devices", default="auto", help="number or list of devices (default: auto)")
+    p.add_argument("--num-nodes", type=int, default=1, help="machines (default: 1)")
+    p.add_argument(
+        "--precision", default="auto",
+        help="auto (bf16-mixed where fast, else 32-true), 32-true, bf16-mixed, 16-mixed",
+    )  # fmt: skip
+    p.add_argument(
+        "--plot-every", type=int, default=5, metavar="N",
+        help="write a reconstruction grid every N epochs (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace what is in the folder")
+
+
+def _train_options(args: argparse.Namespace, **extra: object) -> object:
+    from galclust.train import TrainOptions
+
+    return TrainOptions(
+        source=args.data,
+        output=args.output,
+        image_size=args.image_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        kld_weight=args.kld_weight,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        augment=not args.no_augment,
+        mode=args.resize_mode,
+        scaling=args.scaling,
+        workers=args.workers,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        precision=args.precision,
+        plot_every=args.plot_every,
+        overwrite=args.overwrite,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _add_train(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model (vae: the reference VAE)",
+        description="Train a model on a catalog, a simulation or a packed store.",
+    )
+    train_sub = p.add_subparsers(dest="train_command", metavar="MODEL", required=True)
+    vae = train_sub.add_parser(
+        "vae",
+        help="the reference convolutional VAE of the original study",
+        description="Train the reference VAE (5 stride-2 conv blocks, 32-512 channels) with "
+        "Lightning; loss = per-pixel MSE + kld_weight x KL.",
+        epilog=_EPILOG_TRAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_training_options(vae)
+    vae.add_argument("-o", "--output", default="runs/vae", metavar="RUN", help="run folder")
+    vae.add_argument("--latent-dim", type=int, default=35, help="latent size (default: 35)")
+    vae.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in RUN from its last checkpoint (exactly where it stopped)",
+    )  # fmt: skip
+    vae.set_defaults(run=_run_train_vae)
+
+
+def _run_train_vae(args: argparse.Namespace) -> int:
+    from galclust.provenance import now
+    from galclust.train import train_vae
+
+    started = now()
+    options = _train_options(args, latent_dim=args.latent_dim, resume=args.resume)
+    report = train_vae(options)  # type: ignore[arg-type]
+    print(report.summary())
+    _wrote(
+        args.output,
+        "train vae",
+        options,
+        started,
+        {"best_val_loss": report.best_val_loss, "epochs": report.epochs},
+    )
+    return 0
+
+
+def _add_sweep(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="compare VAE latent sizes: one model per size, the study's figures",
+        description="Train one VAE per latent size with the same data, seed and epochs, then "
+        "plot training and validation loss of every size on one figure, final validation loss "
+        "against size, and the same galaxies reconstructed by every size. Rerunning continues "
+        "an interrupted sweep.",
+        epilog="example:\n  galclust sweep sims/decals --latent-dims 2,8,16,35,64 --epochs 20 "
+        "-o runs/sweep",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_training_options(p)
+    p.add_argument("-o", "--output", default="runs/sweep", metavar="DIR", help="sweep folder")
+    p.add_argument(
+        "--latent-dims", type=_ints, default=(2, 8, 16, 35, 64), metavar="D,D",
+        help="latent sizes (default: 2,8,16,35,64)",
+    )  # fmt: skip
+    p.set_defaults(run=_run_sweep)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated integers") from None
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from galclust.provenance import now
+    from galclust.train import sweep
+
+    started = now()
+    options = _train_options(args)
+    report = sweep(options, args.latent_dims)  # type: ignore[arg-type]
+    print(report.summary())
+    _wrote(args.output, "sweep", options, started, {"final_val_loss": report.final_val_loss})
+    return 0
+
+
+def _add_embed(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "embed",
+        help="write every galaxy's latent vector from a trained VAE",
+        description="Encode every usable galaxy of DATA with the VAE in CHECKPOINT, prepared "
+        "exactly as in training. Writes id_str, z_0..z_{d-1} (the latent mean), logvar_mean, "
+        "recon_mse and file_loc.",
+        epilog="examples:\n"
+        "  galclust embed runs/vae35/checkpoints/best.ckpt catalog.parquet -o latents.parquet\n"
+        "  galclust embed runs/vae35/checkpoints/best.ckpt store/ -o latents.parquet "
+        "--invariant",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .ckpt from galclust train vae")
+    p.add_argument("data", metavar="DATA", help="catalog, simulate folder or packed store")
+    p.add_argument("-o", "--output", default="latents.parquet", help="table: .parquet or .csv")
+    p.add_argument("--batch-size", type=int, default=128, help="default: %(default)s")
+    p.add_argument(
+        "--invariant", action="store_true",
+        help="average the latent mean over the 8 flips and quarter turns (8x slower)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-recon-error", action="store_true",
+        help="skip recon_mse: only the encoder runs (about 3x faster at 256 px on a CPU)",
+    )  # fmt: skip
+    p.add_argument(
+        "--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
+        help="data-loading processes (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default)")
+    p.add_argument(
+        "--precision", choices=("auto", "bf16", "32"), default="auto",
+        help="auto: bfloat16 where the hardware does it fast",
+    )  # fmt: skip
+    p.set_defaults(run=_run_embed)
+
+
+def _run_embed(args: argparse.Namespace) -> int:
+    from galclust.embed import embed
+    from galclust.provenance import now
+
+    started = now()
+    _, report = embed(
+        args.checkpoint,
+        args.data,
+        args.output,
+        batch_size=args.batch_size,
+        invariant=args.invariant,
+        recon_error=not args.no_recon_error,
+        workers=args.workers,
+        accelerator=args.accelerator,
+        precision=args.precision,
+    )
+    print(report.summary())
+    _wrote(args.output, "embed", vars(args) | {"run": None}, started, {"count": report.count})
+    return 0
+
+
+def _add_pack(sub: argparse._SubParsersAction[_Parser]) -> None:
+    from galclust.data.pack import DTYPES
+
+    p = sub.add_parser(
+        "pack",
+        help="preprocess a catalog once into a fast memory-mapped store",
+        description="Decode, resize and scale every usable image of DATA once, into STORE/"
+        "images.npy (N, C, S, S) with its catalog, so that training and embedding read "
+        "batches without decoding files.",
+        epilog="example:\n  galclust pack catalog.parquet -o store/ --image-size 256",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("data", metavar="DATA", help="catalog or simulate folder")
+    p.add_argument("-o", "--output", required=True, metavar="STORE", help="store folder")
+    p.add_argument(
+        "--image-size", type=int, metavar="PX",
+        help="stored size, a multiple of 32 (default: as galclust train vae)",
+    )  # fmt: skip
+    p.add_argument(
+        "--dtype", choices=DTYPES, default="auto",
+        help="auto: uint8 (lossless) for 8-bit images, float16 for float ones",
+    )  # fmt: skip
+    p.add_argument("--resize-mode", choices=("crop", "resize"), default="crop")
+    p.add_argument("--scaling", choices=("auto", "uint8", "asinh"), default="auto")
+    p.add_argument(
+        "--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
+        help="processes decoding images (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace a finished store")
+    p.set_defaults(run=_run_pack)
+
+
+def _run_pack(args: argparse.Namespace) -> int:
+    from galclust.data.pack import PackOptions, pack
+    from galclust.provenance import now
+
+    started = now()
+    options = PackOptions(
+        source=args.data,
+        output=args.output,
+        image_size=args.image_size,
+        dtype=args.dtype,
+        mode=args.resize_mode,
+        scaling=args.scaling,
+        workers=args.workers,
+        overwrite=args.overwrite,
+    )
+    report = pack(options)
+    print(report.summary())
+    _wrote(args.output, "pack", options, started, {"count": report.count})
+    return 0
+
+
 def _add_demo(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = sub.add_parser(
         "demo",
@@ -307,7 +592,10 @@ def build_parser() -> _Parser:
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
-    for add in (_add_scan, _add_catalog, _add_simulate, _add_demo):
+    for add in (
+        _add_scan, _add_catalog, _add_simulate, _add_pack, _add_train, _add_sweep,
+        _add_embed, _add_demo,
+    ):  # fmt: skip
         add(sub)
     return parser
 
@@ -331,6 +619,8 @@ def _configure_logging(*, quiet: bool) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
         logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    # Lightning's banners (devices, tips); galclust logs the device and precision it uses
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 
 
 def use_system_allocator() -> None:
@@ -343,6 +633,15 @@ def use_system_allocator() -> None:
     import pyarrow as pa
 
     pa.set_memory_pool(pa.system_memory_pool())
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc``; for one re-raised from a DataLoader worker, the original one."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -359,14 +658,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GalclustError as exc:
         if args.debug:
             raise
-        print(f"galclust {args.command}: error: {exc}", file=sys.stderr)
+        print(f"galclust {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         if args.debug:
             raise
+        again = "again with --resume" if args.command == "train" else "the same command again"
         print(
-            f"galclust {args.command}: interrupted; finished work is kept, "
-            "run the same command again to resume",
+            f"galclust {args.command}: interrupted; finished work is kept, run {again} to resume",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED

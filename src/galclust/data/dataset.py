@@ -1,14 +1,22 @@
-"""Datasets of preprocessed images from any galclust data source.
+"""Data sources and datasets of preprocessed images.
 
-A data source is a scan catalog (rows with ``status == "ok"``), any catalog with ``id_str`` and
-``file_loc`` (Zoobot style; CSV, Parquet or FITS), or a ``galclust simulate`` folder, whose
-``catalog.parquet`` points into ``images.npy`` with ``image_index``.
+A data source is one of:
+
+- a scan catalog (only rows with ``status == "ok"`` are used),
+- any catalog with ``id_str`` and ``file_loc`` (Zoobot style; CSV, Parquet or FITS),
+- a ``galclust simulate`` folder, whose ``catalog.parquet`` points into ``images.npy``,
+- a packed store made by ``galclust pack``: images already preprocessed to the network's size
+  and scaling, read from a memory-mapped array without decoding anything.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,24 +26,114 @@ from torch.utils.data import Dataset
 from galclust.catalog.readers import format_from_name, read_pixels
 from galclust.catalog.schema import read_catalog
 from galclust.data.transforms import Preprocess
-from galclust.exceptions import GalclustFileError
+from galclust.exceptions import GalclustFileError, GalclustValueError
+
+PACK_FILE = "pack.json"
+DEFAULT_IMAGE_SIZE = 256
 
 
-def load_source(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """The rows of a data source (a catalog file or a simulate folder), usable images only."""
+@dataclass(frozen=True)
+class Source:
+    """The usable rows of a data source and what kind of source it is.
+
+    Attributes
+    ----------
+    path : Path
+        What the user gave (a catalog file or a folder).
+    catalog : pandas.DataFrame
+        One row per usable image, index 0..n-1.
+    kind : {"catalog", "simulation", "packed"}
+    packed : dict, optional
+        The ``pack.json`` of a packed store: ``image_size``, ``channels``, ``dtype`` and the
+        ``preprocess`` that made it.
+    """
+
+    path: Path
+    catalog: pd.DataFrame
+    kind: str
+    packed: dict[str, Any] | None = None
+
+    def channels(self) -> int:
+        """Bands per image; a clear error if the source mixes channel counts."""
+        if self.packed is not None:
+            return int(self.packed["channels"])
+        if "channels" in self.catalog and self.catalog["channels"].notna().all():
+            counts = self.catalog["channels"].astype(int).value_counts()
+            if len(counts) > 1:
+                mix = ", ".join(f"{n} images with {c}" for c, n in counts.items())
+                raise GalclustValueError(
+                    f"{self.path} mixes channel counts ({mix}); train on one kind, e.g. "
+                    f"galclust scan ... --shape {counts.index[0]},H,W"
+                )
+            return int(counts.index[0])
+        return int(ImageDataset(self.catalog.head(1), None).pixels(0).shape[0])
+
+    def default_image_size(self) -> int:
+        """The images' own size when all share one that the VAE accepts, else 256."""
+        if self.packed is not None:
+            return int(self.packed["image_size"])
+        if self.kind == "simulation":
+            loc = str(self.catalog["file_loc"].iloc[0])
+            return int(np.load(loc, mmap_mode="r").shape[-1])
+        if {"height", "width"} <= set(self.catalog.columns):
+            sizes = set(self.catalog["height"].astype(int)) | set(self.catalog["width"].astype(int))
+            if len(sizes) == 1 and (size := sizes.pop()) % 32 == 0:
+                return size
+        return DEFAULT_IMAGE_SIZE
+
+    def dataset(self, preprocess: Preprocess, rows: np.ndarray | None = None) -> GalaxyData:
+        """The images of ``rows`` (all by default) as network inputs."""
+        catalog = self.catalog if rows is None else self.catalog.iloc[rows]
+        if self.packed is None:
+            return ImageDataset(catalog, preprocess)
+        stored = Preprocess.from_dict(self.packed["preprocess"])
+        if stored.image_size != preprocess.image_size:
+            raise GalclustValueError(
+                f"{self.path} was packed at {stored.image_size} px, not {preprocess.image_size}; "
+                f"use --image-size {stored.image_size} or pack again with "
+                f"--image-size {preprocess.image_size}"
+            )
+        return PackedDataset(self.path / "images.npy", catalog["image_index"].to_numpy())
+
+
+def open_source(path: str | os.PathLike[str]) -> Source:
+    """Read a data source (see the module docstring); an error if it has no usable image."""
     path = Path(path)
+    kind, packed = "catalog", None
     if path.is_dir():
         catalog_file = path / "catalog.parquet"
         if not catalog_file.is_file():
             raise GalclustFileError(
-                f"{path} is a folder without catalog.parquet; give a catalog file, or a folder "
-                "made by galclust simulate"
+                f"{path} is a folder without catalog.parquet; give a catalog file, a folder "
+                "made by galclust simulate, or a store made by galclust pack"
             )
-        path = catalog_file
-    catalog = read_catalog(path)
+        if (path / PACK_FILE).is_file():
+            kind, packed = "packed", json.loads((path / PACK_FILE).read_text())
+        else:
+            kind = "simulation"
+        catalog = read_catalog(catalog_file)
+    else:
+        catalog = read_catalog(path)
+    total = len(catalog)
     if "status" in catalog:
         catalog = catalog[catalog["status"] == "ok"]
-    return catalog.reset_index(drop=True)
+    if catalog.empty:
+        why = f"none of its {total} rows has status ok" if total else "it has no rows"
+        raise GalclustValueError(
+            f"{path} has no usable images ({why}); scan a folder of cutouts first, e.g. "
+            "galclust scan cutouts/ -o catalog.parquet"
+        )
+    return Source(path, catalog.reset_index(drop=True), kind, packed)
+
+
+def load_source(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The usable rows of a data source (see :func:`open_source`)."""
+    return open_source(path).catalog
+
+
+def collate(batch: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack single images into a batch; a batch read at once is passed through."""
+    return batch if isinstance(batch, torch.Tensor) else torch.stack(list(batch))
 
 
 class ImageDataset(Dataset[torch.Tensor]):
@@ -46,11 +144,12 @@ class ImageDataset(Dataset[torch.Tensor]):
     catalog : pandas.DataFrame
         Rows with ``file_loc`` (and ``format``/``hdu`` from a scan, or ``image_index`` into a
         ``.npy`` store from a simulation).
-    preprocess : Preprocess
-        Size and scaling; the same object is stored with a trained model.
+    preprocess : Preprocess, optional
+        Size and scaling; the same object is stored with a trained model. Only :meth:`pixels`
+        works without one.
     """
 
-    def __init__(self, catalog: pd.DataFrame, preprocess: Preprocess) -> None:
+    def __init__(self, catalog: pd.DataFrame, preprocess: Preprocess | None) -> None:
         self.locs = catalog["file_loc"].astype(str).tolist()
         self.indices = (
             catalog["image_index"].astype(int).tolist() if "image_index" in catalog else None
@@ -66,6 +165,7 @@ class ImageDataset(Dataset[torch.Tensor]):
             else [None] * len(self.locs)
         )
         self.preprocess = preprocess
+        self.channels: int | None = None  # checked against every image once set
         self._stores: dict[str, np.ndarray] = {}  # opened lazily, once per worker process
 
     def __len__(self) -> int:
@@ -81,4 +181,52 @@ class ImageDataset(Dataset[torch.Tensor]):
         return read_pixels(self.locs[i], self.formats[i] or "fits", self.hdus[i])
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(self.preprocess(self.pixels(i)))
+        assert self.preprocess is not None, "ImageDataset needs a Preprocess for images"
+        pixels = self.pixels(i)
+        if self.channels is not None and pixels.shape[0] != self.channels:
+            raise GalclustValueError(
+                f"{self.locs[i]} has {pixels.shape[0]} channels, the others {self.channels}; "
+                "remove it from the catalog or scan with --shape C,H,W"
+            )
+        return torch.from_numpy(self.preprocess(pixels))
+
+
+class PackedDataset(Dataset[torch.Tensor]):
+    """Rows of a packed store: no decoding, a batch is one read of a memory-mapped array.
+
+    Parameters
+    ----------
+    images : Path
+        The store's ``images.npy``: (N, C, S, S) ``uint8`` (``x / 127.5 - 1``) or ``float16``.
+    indices : array of int
+        The rows of ``images`` this dataset serves, in order.
+    """
+
+    def __init__(self, images: Path, indices: np.ndarray) -> None:
+        self.images_path = images
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self._images: np.ndarray | None = None  # opened lazily, once per worker process
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _read(self, rows: np.ndarray) -> torch.Tensor:
+        if self._images is None:
+            self._images = np.load(self.images_path, mmap_mode="r")
+        order = np.argsort(rows, kind="stable")  # sequential reads, then back in order
+        block = np.empty((len(rows), *self._images.shape[1:]), self._images.dtype)
+        block[order] = self._images[rows[order]]
+        tensor = torch.from_numpy(block)
+        if tensor.dtype == torch.uint8:
+            return tensor.float().div_(127.5).sub_(1.0)
+        return tensor.float()
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self._read(self.indices[[i]])[0]
+
+    def __getitems__(self, items: Sequence[int]) -> torch.Tensor:
+        """A whole batch in one read (used by DataLoader with :func:`collate`)."""
+        return self._read(self.indices[np.asarray(items, dtype=np.int64)])
+
+
+GalaxyData = ImageDataset | PackedDataset

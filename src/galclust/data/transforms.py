@@ -10,6 +10,10 @@ Defaults per kind of data (documented for ``galclust train vae``):
 
 Images of another size are centre-cropped, padded with noise like their own border (never with
 zeros, which would draw a frame around every small cutout), or resized.
+
+Non-finite pixels (masked or saturated ones in FITS) are set to the median of the finite pixels
+of their channel. An image with no finite pixel at all becomes all NaN, which training and
+embedding recognise, skip and count (see :func:`usable`).
 """
 
 from __future__ import annotations
@@ -113,10 +117,13 @@ class Preprocess:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """(C, H, W) pixels of any type -> (C, image_size, image_size) float32 in [-1, 1]."""
-        fitted = fit_to_size(image, self.image_size, mode=self.mode)
+        finite = _finite(image)
+        if finite is None:
+            return np.full((image.shape[0], self.image_size, self.image_size), np.nan, np.float32)
+        fitted = fit_to_size(finite, self.image_size, mode=self.mode)
         scaling = self.scaling
         if scaling == "auto":
-            scaling = "uint8" if image.dtype == np.uint8 else "asinh"
+            scaling = "uint8" if finite.dtype == np.uint8 else "asinh"
         if scaling == "uint8":
             scaled: np.ndarray = (fitted.astype(np.float32) / 127.5 - 1.0).clip(-1, 1)
             return scaled
@@ -124,6 +131,46 @@ class Preprocess:
         stretched = np.arcsinh(fitted.astype(np.float32) / a) / np.arcsinh(b / a)
         result: np.ndarray = (2 * stretched - 1).clip(-1, 1).astype(np.float32)
         return result
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain values, as stored in a checkpoint or a packed store."""
+        return {
+            "image_size": self.image_size,
+            "mode": self.mode,
+            "scaling": self.scaling,
+            "asinh_scale": None if self.asinh_scale is None else list(self.asinh_scale),
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, object]) -> Preprocess:
+        """The inverse of :meth:`to_dict`."""
+        scale = values.get("asinh_scale")
+        return cls(
+            image_size=int(values["image_size"]),  # type: ignore[call-overload]
+            mode=str(values.get("mode", "crop")),
+            scaling=str(values.get("scaling", "auto")),
+            asinh_scale=None if scale is None else tuple(scale),  # type: ignore[arg-type]
+        )
+
+
+def _finite(image: np.ndarray) -> np.ndarray | None:
+    """``image`` with non-finite pixels set to their channel's finite median; None if none is."""
+    if image.dtype.kind != "f":
+        return image
+    good = np.isfinite(image)
+    if good.all():
+        return image
+    if not good.any():
+        return None
+    image = image.copy()
+    for channel, mask in zip(image, good, strict=True):
+        channel[~mask] = np.median(channel[mask]) if mask.any() else 0.0
+    return image
+
+
+def usable(batch: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the images of a (B, C, H, W) batch that are not all NaN."""
+    return ~torch.isnan(batch.flatten(1)[:, 0])
 
 
 def asinh_scale(image: np.ndarray) -> tuple[float, float]:
@@ -139,9 +186,17 @@ def asinh_scale(image: np.ndarray) -> tuple[float, float]:
 def dihedral(batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Each image of a (B, C, H, W) batch flipped and rotated by one of the 8 symmetries of the
     square, at random: galaxies have no preferred orientation."""
-    k = torch.randint(0, 8, (batch.shape[0],), generator=generator)
+    k = torch.randint(0, 8, (batch.shape[0],), generator=generator).to(batch.device)
     out = torch.empty_like(batch)
-    for i in range(batch.shape[0]):
-        image = torch.rot90(batch[i], int(k[i] % 4), dims=(1, 2))
-        out[i] = torch.flip(image, dims=(2,)) if k[i] >= 4 else image
+    for s in range(8):
+        picked = torch.nonzero(k == s).flatten()
+        if len(picked):
+            out[picked] = symmetry(batch[picked], s)
     return out
+
+
+def symmetry(batch: torch.Tensor, s: int) -> torch.Tensor:
+    """Symmetry ``s`` (0-7) of the square applied to (..., H, W): ``s % 4`` quarter turns, then
+    a left-right flip if ``s >= 4``."""
+    turned = torch.rot90(batch, s % 4, dims=(-2, -1))
+    return torch.flip(turned, dims=(-1,)) if s >= 4 else turned

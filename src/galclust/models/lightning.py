@@ -8,6 +8,11 @@ latent sizes are comparable)::
 
 both averaged over the batch; ``kld_weight`` defaults to 1e-3, which keeps reconstructions
 sharp while the latent space stays close to a unit Gaussian.
+
+Runs are reproducible and resume exactly: augmentations and the sampling noise draw from
+generators seeded by (seed, epoch, batch).
+Images that are all NaN (unreadable data) are dropped from their batch and counted in the
+``skipped`` metric.
 """
 
 from __future__ import annotations
@@ -15,11 +20,21 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from galclust.data.transforms import dihedral
+from galclust import __version__
+from galclust.data.transforms import dihedral, usable
 from galclust.models.vae import VAE
+
+#: Marks a checkpoint as a galclust VAE, checked when one is loaded.
+CHECKPOINT_KIND = "galclust-vae"
+
+
+def _mix(values: list[int]) -> int:
+    """One 63-bit seed from several integers."""
+    return int(np.random.SeedSequence(values).generate_state(1, np.uint64)[0] >> 1)
 
 
 def vae_loss(
@@ -48,6 +63,14 @@ class VAEModule(L.LightningModule):
         Weight of the KL term.
     augment : bool
         Random flips and 90-degree rotations of training batches.
+    preprocess : dict, optional
+        :meth:`galclust.data.Preprocess.to_dict` of the training data, kept in the checkpoint so
+        that embedding prepares images the same way.
+    seed : int
+        Seed of the augmentations.
+    channels_last : bool
+        Keep weights and batches in channels-last memory order (faster convolutions with
+        bfloat16 on CPUs and tensor cores).
     """
 
     def __init__(
@@ -60,36 +83,72 @@ class VAEModule(L.LightningModule):
         gamma: float = 0.95,
         kld_weight: float = 1e-3,
         augment: bool = True,
+        preprocess: dict[str, Any] | None = None,
+        seed: int = 0,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = VAE(in_channels, image_size, latent_dim)
         self.kld_weight = kld_weight
         self.augment = augment
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.model(x)  # type: ignore[no-any-return]
 
-    def _shared_step(self, batch: torch.Tensor, stage: str) -> torch.Tensor:
+    def _shared_step(self, batch: torch.Tensor, stage: str, batch_idx: int) -> torch.Tensor | None:
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        keep = usable(images)
+        skipped = int((~keep).sum())
+        if skipped:
+            images = images[keep]
+        self.log(f"{stage}_skipped", float(skipped), on_step=False, on_epoch=True, reduce_fx="sum")
+        if not len(images):
+            return None
         if stage == "train" and self.augment:
-            images = dihedral(images)
+            seed = [self.hparams["seed"], self.current_epoch, batch_idx]
+            generator = torch.Generator().manual_seed(_mix(seed))
+            images = dihedral(images, generator)
+        images = images.contiguous(memory_format=self.memory_format)
         recon, mu, logvar = self.model(images)
-        losses = vae_loss(recon, images, mu, logvar, self.kld_weight)
+        losses = vae_loss(
+            recon.float(), images.float(), mu.float(), logvar.float(), self.kld_weight
+        )
         self.log_dict(
             {f"{stage}_{name}": value for name, value in losses.items()},
             on_step=False,
             on_epoch=True,
             prog_bar=stage == "val",
             batch_size=images.shape[0],
+            sync_dist=stage == "val",
         )
         return losses["loss"]
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
+        return self._shared_step(batch, "train", batch_idx)
 
-    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "val")
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
+        return self._shared_step(batch, "val", batch_idx)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["galclust"] = {"kind": CHECKPOINT_KIND, "version": __version__}
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._seed_noise(0, batch_idx)
+
+    def on_validation_batch_start(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._seed_noise(1, batch_idx)
+
+    def _seed_noise(self, stage: int, batch_idx: int) -> None:
+        """Sampling noise drawn from (seed, epoch, batch, rank): a resumed run continues exactly
+        and validation losses are comparable between runs."""
+        parts = [self.hparams["seed"], self.current_epoch, batch_idx, stage, self.global_rank]
+        torch.manual_seed(_mix(parts))
 
     def configure_optimizers(self) -> Any:
         optimiser = torch.optim.Adam(self.parameters(), lr=self.hparams["lr"])

@@ -36,6 +36,18 @@ def _up(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
+def check_image_size(image_size: int, blocks: int = 5) -> int:
+    """The downsampling factor ``2 ** blocks``; a clear error unless it divides ``image_size``."""
+    factor = 2**blocks
+    if image_size < factor or image_size % factor:
+        nearest = max(factor, round(image_size / factor) * factor)
+        raise GalclustValueError(
+            f"image size {image_size} is not a multiple of {factor} (2 ** {blocks} "
+            f"encoder blocks); use e.g. --image-size {nearest}"
+        )
+    return int(factor)
+
+
 class VAE(nn.Module):
     """Convolutional variational autoencoder.
 
@@ -72,13 +84,7 @@ class VAE(nn.Module):
             raise GalclustValueError(
                 f"in_channels {in_channels} and latent_dim {latent_dim} must be positive"
             )
-        factor = 2 ** len(hidden)
-        if image_size < factor or image_size % factor:
-            nearest = max(factor, image_size // factor * factor)
-            raise GalclustValueError(
-                f"image_size {image_size} is not a multiple of {factor} (2 ** {len(hidden)} "
-                f"encoder blocks); use e.g. --image-size {nearest}"
-            )
+        factor = check_image_size(image_size, len(hidden))
         self.in_channels = in_channels
         self.image_size = image_size
         self.latent_dim = latent_dim

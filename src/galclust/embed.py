@@ -1,0 +1,232 @@
+"""``galclust embed``: the latent vector of every galaxy, from a trained VAE checkpoint.
+
+The output table has one row per galaxy: ``id_str``, ``z_0 .. z_{d-1}`` (the latent mean mu),
+``logvar_mean`` (the mean log variance: how unsure the encoder is), ``recon_mse`` (the
+reconstruction error from mu, large for unusual galaxies and artefacts) and ``file_loc``.
+Images are prepared exactly as in training (the checkpoint stores the preprocessing).
+``invariant`` averages mu over the 8 flips and quarter turns of each galaxy, so that
+orientation does not drive the clustering.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import time
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from galclust.catalog.schema import write_catalog
+from galclust.data.dataset import open_source
+from galclust.data.transforms import Preprocess, symmetry, usable
+from galclust.exceptions import GalclustFileError, GalclustValueError
+from galclust.models.lightning import CHECKPOINT_KIND, VAEModule
+from galclust.progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+def load_vae(path: str | os.PathLike[str]) -> VAEModule:
+    """A trained VAE from a galclust checkpoint, in eval mode on the CPU.
+
+    Loaded with ``weights_only=True`` (no code in the file is run).
+
+    Raises
+    ------
+    GalclustFileError
+        The file is missing, truncated or not a checkpoint.
+    GalclustValueError
+        A checkpoint of another model or architecture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GalclustFileError(f"checkpoint {path} not found; give RUN/checkpoints/best.ckpt")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise GalclustFileError(
+            f"{path} is not a readable checkpoint (truncated or corrupt: "
+            f"{str(exc).splitlines()[0][:120]}); use another, e.g. checkpoints/last.ckpt"
+        ) from exc
+    kind = checkpoint.get("galclust", {}).get("kind") if isinstance(checkpoint, dict) else None
+    if kind != CHECKPOINT_KIND or "hyper_parameters" not in checkpoint:
+        raise GalclustValueError(
+            f"{path} is not a galclust VAE checkpoint; give one written by galclust train vae"
+        )
+    hparams: dict[str, Any] = dict(checkpoint["hyper_parameters"])
+    try:
+        module = VAEModule(**hparams)
+        module.load_state_dict(checkpoint["state_dict"], strict=True)
+    except (TypeError, RuntimeError) as exc:
+        raise GalclustValueError(
+            f"{path} holds weights of another architecture ({str(exc).splitlines()[0][:120]}); "
+            "train again with this galclust version"
+        ) from exc
+    return module.eval()
+
+
+def fused(module: VAEModule) -> nn.Module:
+    """A copy of the network for inference with each BatchNorm folded into its convolution."""
+    import copy
+
+    model = copy.deepcopy(module.model).eval().float()
+    for sequence in model.modules():
+        if not isinstance(sequence, nn.Sequential):
+            continue
+        layers = list(sequence)
+        for i in range(len(layers) - 1):
+            conv, norm = layers[i], layers[i + 1]
+            if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(
+                norm, nn.BatchNorm2d
+            ):
+                transpose = isinstance(conv, nn.ConvTranspose2d)
+                sequence[i] = fuse_conv_bn_eval(conv, norm, transpose=transpose)
+                sequence[i + 1] = nn.Identity()
+    return model
+
+
+@dataclass
+class EmbedReport:
+    """What was embedded."""
+
+    output: Path
+    count: int
+    latent_dim: int
+    seconds: float
+    skipped: list[str]
+
+    def summary(self) -> str:
+        rate = self.count / self.seconds if self.seconds else float("inf")
+        return (
+            f"embedded {self.count} galaxies into {self.latent_dim} dimensions in "
+            f"{self.seconds:.1f} s ({rate:,.0f}/s); {len(self.skipped)} all-NaN images skipped"
+        )
+
+
+def _device(accelerator: str) -> torch.device:
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    if accelerator in ("gpu", "cuda"):
+        raise GalclustValueError("--accelerator gpu: no GPU is visible; use --accelerator cpu")
+    return torch.device("cpu")
+
+
+def embed(
+    checkpoint: str | os.PathLike[str],
+    source_path: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    batch_size: int = 128,
+    invariant: bool = False,
+    recon_error: bool = True,
+    workers: int = 2,
+    accelerator: str = "auto",
+    precision: str = "auto",
+) -> tuple[pd.DataFrame, EmbedReport]:
+    """Latent vectors of every usable galaxy of ``source_path``; written to ``output`` if given.
+
+    Parameters
+    ----------
+    recon_error : bool
+        Also run the decoder for ``recon_mse`` (about 3x the cost of the latents alone at
+        256 px on a CPU).
+    precision : {"auto", "bf16", "32"}
+        ``auto`` uses bfloat16 autocast where the hardware does it fast.
+    """
+    from galclust.train import make_loader, resolve_precision
+
+    start = time.perf_counter()
+    if batch_size < 1:
+        raise GalclustValueError(f"--batch-size {batch_size} must be at least 1")
+    module = load_vae(checkpoint)
+    preprocess = Preprocess.from_dict(module.hparams["preprocess"])
+    source = open_source(source_path)
+    channels = source.channels()
+    if channels != module.hparams["in_channels"]:
+        raise GalclustValueError(
+            f"{source_path} has {channels}-channel images, the model was trained on "
+            f"{module.hparams['in_channels']}; embed data like the training data"
+        )
+    if source.packed is not None and source.packed["preprocess"] != preprocess.to_dict():
+        raise GalclustValueError(
+            f"{source_path} was packed with other preprocessing ({source.packed['preprocess']}) "
+            f"than the model was trained with ({preprocess.to_dict()}); pack again with the "
+            "training settings or embed the catalog itself"
+        )
+    data = source.dataset(preprocess)
+    if hasattr(data, "channels"):
+        data.channels = channels
+    device = _device(accelerator)
+    chosen = resolve_precision("auto" if precision == "auto" else "32-true", device.type)
+    use_bf16 = precision == "bf16" or chosen.startswith("bf16")
+    model = fused(module).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    latent = int(module.hparams["latent_dim"])
+    n = len(data)
+    mu_all = np.full((n, latent), np.nan, np.float32)
+    logvar_all = np.full(n, np.nan, np.float32)
+    mse_all = np.full(n, np.nan, np.float32)
+    loader = make_loader(data, batch_size, workers)
+    progress = Progress(n, "embedding", unit="galaxies")
+    done = 0
+    try:
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16),
+        ):
+            for batch in loader:
+                rows = slice(done, done + len(batch))
+                done += len(batch)
+                keep = usable(batch)
+                images = batch[keep].to(device, non_blocking=True)
+                if not len(images):
+                    progress.update(len(batch))
+                    continue
+                images = images.contiguous(memory_format=torch.channels_last)
+                mu, logvar = model.encode(images)
+                if invariant:
+                    for s in range(1, 8):
+                        mu = mu + model.encode(symmetry(images, s))[0]
+                    mu = mu / 8
+                picked = keep.numpy()
+                mu_all[rows][picked] = mu.float().cpu().numpy()
+                logvar_all[rows][picked] = logvar.float().mean(1).cpu().numpy()
+                if recon_error:
+                    recon = model.decode(mu).float()
+                    err = (recon - images.float()).pow(2).flatten(1).mean(1)
+                    mse_all[rows][picked] = err.cpu().numpy()
+                progress.update(len(batch))
+    finally:
+        progress.close()
+    ids = source.catalog["id_str"].astype(str).to_numpy()
+    bad = np.isnan(mu_all[:, 0])
+    table = pd.DataFrame(mu_all[~bad], columns=[f"z_{i}" for i in range(latent)])
+    table.insert(0, "id_str", ids[~bad])
+    table["logvar_mean"] = logvar_all[~bad]
+    if recon_error:
+        table["recon_mse"] = mse_all[~bad]
+    table["file_loc"] = source.catalog["file_loc"].astype(str).to_numpy()[~bad]
+    skipped = ids[bad].tolist()
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (
+            f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        )
+        warnings.warn(f"skipped {len(skipped)} all-NaN images: {shown}", stacklevel=2)
+    if output is not None:
+        try:
+            write_catalog(table, output)
+        except OSError as exc:
+            raise GalclustFileError(f"cannot write {output} ({exc.strerror})") from exc
+    report = EmbedReport(
+        Path(output) if output else Path(), len(table), latent, time.perf_counter() - start, skipped
+    )
+    return table, report

@@ -1,0 +1,631 @@
+"""``galclust train vae`` and ``galclust sweep``: train the reference VAE with Lightning.
+
+A run folder holds::
+
+    checkpoints/best.ckpt     lowest validation loss so far
+    checkpoints/last.ckpt     end of the last finished epoch (what --resume continues from)
+    metrics.csv               one row per epoch: losses, learning rate, images/s, skipped images
+    loss.png                  training and validation loss against epoch
+    reconstructions.png       fixed validation galaxies (top) above their reconstructions
+    reconstructions/epoch_NNNN.png   the same, every few epochs
+    run.json                  the options and whether the run finished
+    provenance.json
+
+Lightning runs the loop, the checkpoints and the devices (``--accelerator``, ``--devices``,
+``--num-nodes``, ``--precision``). Checkpoints are written to a temporary file and renamed, so a
+full disk never destroys the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from torch.utils.data import DataLoader, Sampler
+
+from galclust.catalog.schema import atomic_write_text, write_catalog
+from galclust.data.dataset import GalaxyData, Source, collate, open_source
+from galclust.data.transforms import Preprocess
+from galclust.exceptions import GalclustFileError, GalclustValueError
+from galclust.models.lightning import VAEModule
+from galclust.models.vae import check_image_size
+from galclust.plots import image_rows, loss_curves, metric_against
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+#: Options that define the model and data of a run: a resumed run must keep them.
+_FIXED = ("source", "latent_dim", "image_size", "kld_weight", "lr", "seed", "val_fraction",
+          "augment", "mode", "scaling", "batch_size")  # fmt: skip
+_GRID = 8  # galaxies in the reconstruction figures
+_LOGGED = tuple(f"{stage}_{name}" for stage in ("train", "val") for name in ("loss", "mse", "kld"))
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything that decides a training run; saved in ``run.json`` and the provenance."""
+
+    source: str
+    output: str
+    latent_dim: int = 35
+    image_size: int | None = None
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    kld_weight: float = 1e-3
+    seed: int = 0
+    val_fraction: float = 0.1
+    augment: bool = True
+    mode: str = "crop"
+    scaling: str = "auto"
+    workers: int = 2
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    precision: str = "auto"
+    plot_every: int = 5
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool | None = None  # a bar on a terminal, log lines elsewhere
+
+
+@dataclass
+class TrainReport:
+    """How a run went."""
+
+    output: Path
+    epochs: int
+    best_val_loss: float
+    metrics: pd.DataFrame
+    seconds: float
+    train_count: int
+    val_count: int
+    skipped: int = 0
+    resumed_from: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        last = self.metrics.iloc[-1] if len(self.metrics) else None
+        rate = f", {last['images_per_s']:.1f} images/s" if last is not None else ""
+        resumed = f" (resumed after epoch {self.resumed_from})" if self.resumed_from else ""
+        skipped = f"; {self.skipped} all-NaN images skipped" if self.skipped else ""
+        return (
+            f"trained {self.epochs} epochs on {self.train_count} galaxies "
+            f"({self.val_count} for validation) in {self.seconds:.0f} s{rate}{resumed}; "
+            f"best validation loss {self.best_val_loss:.5f}{skipped}"
+        )
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+def split_rows(source: Source, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row numbers of the training and validation sets.
+
+    A simulation keeps its own ``split`` column (its test set stays unseen). Otherwise each
+    galaxy's set follows from a hash of its ``id_str`` and the seed, so the split is the same
+    on every run and adding galaxies to a catalog does not move the old ones between sets.
+    """
+    catalog = source.catalog
+    if "split" in catalog and set(catalog["split"]) >= {"train", "val"}:
+        split = catalog["split"].astype(str).to_numpy()
+        return np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
+    if not 0 < val_fraction < 1:
+        raise GalclustValueError(f"--val-fraction {val_fraction}: give a number between 0 and 1")
+    ids = pd.Series(catalog["id_str"].astype(str))
+    hashed = pd.util.hash_pandas_object(ids, index=False, hash_key=f"{seed % 10**16:016d}")
+    uniform = hashed.to_numpy().astype(np.float64) / 2.0**64
+    val = uniform < val_fraction
+    if len(ids) >= 2 and not val.any():
+        val[np.argmin(uniform)] = True
+    if val.all():
+        val[np.argmax(uniform)] = False
+    return np.flatnonzero(~val), np.flatnonzero(val)
+
+
+class EpochSampler(Sampler[int]):
+    """A shuffled order per epoch drawn from (seed, epoch): a resumed run sees the same order.
+
+    Lightning calls :meth:`set_epoch` at the start of each epoch.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def make_loader(
+    data: GalaxyData, batch_size: int, workers: int, *, shuffle_seed: int | None = None
+) -> DataLoader[torch.Tensor]:
+    """A DataLoader over ``data``: shuffled per epoch from a seed, or in order."""
+    return DataLoader(
+        data,
+        batch_size=batch_size,
+        sampler=EpochSampler(len(data), shuffle_seed) if shuffle_seed is not None else None,
+        num_workers=workers,
+        collate_fn=collate,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        # a last batch of one image would break BatchNorm's training statistics
+        drop_last=shuffle_seed is not None and len(data) % batch_size == 1,
+    )
+
+
+# --- callbacks -----------------------------------------------------------------------------------
+
+
+class History(L.Callback):
+    """One row per epoch in ``metrics.csv`` and ``loss.png``; kept in checkpoints for resuming."""
+
+    def __init__(self, run: Path, train_count: int) -> None:
+        self.run = run
+        self.train_count = train_count
+        self.rows: list[dict[str, float]] = []
+        self._started = time.perf_counter()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        seconds = time.perf_counter() - self._started
+        row = {
+            "epoch": trainer.current_epoch + 1,
+            **{name: metrics.get(name, math.nan) for name in _LOGGED},
+            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+            "seconds": seconds,
+            "images_per_s": self.train_count / seconds if seconds else math.nan,
+            "skipped": metrics.get("train_skipped", 0.0) + metrics.get("val_skipped", 0.0),
+        }
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        if trainer.is_global_zero:
+            frame = self.frame()
+            write_catalog(frame, self.run / "metrics.csv")
+            loss_curves({"run": frame}, self.run / "loss.png", title=self.run.name)
+            log.info(
+                "epoch %d/%d: train loss %.5f, validation loss %.5f, %.1f images/s",
+                row["epoch"],
+                trainer.max_epochs,
+                row["train_loss"],
+                row["val_loss"],
+                row["images_per_s"],
+            )
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+
+class Reconstructions(L.Callback):
+    """Fixed validation galaxies above their reconstructions, every ``every`` epochs."""
+
+    def __init__(self, run: Path, images: torch.Tensor, every: int) -> None:
+        self.run = run
+        self.images = images
+        self.every = max(1, every)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+        if not trainer.is_global_zero or not (epoch == 1 or epoch % self.every == 0 or last):
+            return
+        recon = reconstruct(pl_module, self.images)  # type: ignore[arg-type]
+        rows = [("input", self.images.numpy()), (f"epoch {epoch}", recon)]
+        image_rows(rows, self.run / "reconstructions" / f"epoch_{epoch:04d}.png")
+        shutil.copyfile(
+            self.run / "reconstructions" / f"epoch_{epoch:04d}.png",
+            self.run / "reconstructions.png",
+        )
+
+
+class LogProgress(L.Callback):
+    """Where no progress bar is drawn: a log line every ``every`` seconds with rate and ETA."""
+
+    def __init__(self, every: float = 30.0) -> None:
+        self.every = every
+        self._last = 0.0
+        self._start = 0.0
+        self._images = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = self._last = time.perf_counter()
+        self._images = 0
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        self._images += len(batch)
+        now = time.perf_counter()
+        if now - self._last < self.every or not trainer.is_global_zero:
+            return
+        self._last = now
+        batches = trainer.num_training_batches
+        rate = (batch_idx + 1) / (now - self._start)
+        left_epoch = (batches - batch_idx - 1) / rate
+        epochs_left = (trainer.max_epochs or 1) - trainer.current_epoch - 1
+        left = left_epoch + epochs_left * batches / rate
+        log.info(
+            "epoch %d/%s: batch %d/%d, %.1f images/s, %.0f s left in the epoch, %.0f s in all",
+            trainer.current_epoch + 1,
+            trainer.max_epochs,
+            batch_idx + 1,
+            batches,
+            self._images / (now - self._start),
+            left_epoch,
+            left,
+        )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint beside its destination and rename it over, so that an error (a
+    full disk) leaves the previous checkpoint whole."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            with open(tmp, "wb") as stream:
+                torch.save(checkpoint, stream)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise GalclustFileError(
+                f"cannot write checkpoint {path} ({exc.strerror or exc}); the previous "
+                "checkpoint is kept: free some space and run again with --resume"
+            ) from exc
+
+
+# --- running -------------------------------------------------------------------------------------
+
+
+def reconstruct(module: VAEModule, images: torch.Tensor) -> np.ndarray:
+    """Reconstructions of ``images`` from their latent means, in eval mode."""
+    model = module.model
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        device = next(model.parameters()).device
+        mu, _ = model.encode(images.to(device))
+        out = model.decode(mu).float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto``: bfloat16 autocast where the hardware does it fast, else float32."""
+    if precision != "auto":
+        return precision
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if gpu:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if accelerator in ("auto", "cpu") and torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
+        fast = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return "bf16-mixed" if fast else "32-true"
+    return "32-true"
+
+
+def _devices(devices: str) -> int | str | list[int]:
+    if devices == "auto":
+        return devices
+    if "," in devices:
+        return [int(d) for d in devices.split(",") if d]
+    return int(devices)
+
+
+def _check_run_folder(run: Path, options: TrainOptions) -> Path | None:
+    """The checkpoint to resume from, None for a fresh run; refuse to clobber a run."""
+    last = run / "checkpoints" / "last.ckpt"
+    state = json.loads((run / RUN_FILE).read_text()) if (run / RUN_FILE).is_file() else None
+    if options.overwrite:
+        for name in ("checkpoints", "reconstructions"):
+            shutil.rmtree(run / name, ignore_errors=True)
+        for name in (RUN_FILE, "metrics.csv", "loss.png", "reconstructions.png"):
+            (run / name).unlink(missing_ok=True)
+        return None
+    if state is None and not last.exists():
+        if run.is_dir() and any(p.suffix == ".ckpt" for p in run.rglob("*")):
+            raise GalclustFileError(f"{run} holds checkpoints of something else; choose another -o")
+        return None
+    if not options.resume:
+        what = "a finished run" if state and state.get("finished") else "an interrupted run"
+        raise GalclustFileError(
+            f"{run} already holds {what}; pass --resume to continue it (more --epochs after a "
+            "finished one), --overwrite to start again, or choose another -o"
+        )
+    if state is not None:
+        before = state["options"]
+        changed = [k for k in _FIXED if k in before and before[k] != asdict(options)[k]]
+        if changed:
+            k = changed[0]
+            raise GalclustValueError(
+                f"{run} was trained with {k}={before[k]!r}, not {asdict(options)[k]!r}; resume "
+                "with the same options or choose another -o"
+            )
+    return last if last.exists() else None
+
+
+def _validate(options: TrainOptions) -> None:
+    if options.latent_dim < 1:
+        raise GalclustValueError(
+            f"--latent-dim {options.latent_dim}: the latent vector needs at least one "
+            "dimension (the study used 35)"
+        )
+    for name in ("epochs", "batch_size", "plot_every", "num_nodes"):
+        if getattr(options, name) < 1:
+            flag = name.replace("_", "-")
+            raise GalclustValueError(f"--{flag} {getattr(options, name)} must be at least 1")
+    if options.lr <= 0 or options.kld_weight < 0:
+        raise GalclustValueError(
+            f"--lr {options.lr} must be > 0 and --kld-weight {options.kld_weight} >= 0"
+        )
+    if options.workers < 0:
+        raise GalclustValueError(f"--workers {options.workers} must be 0 or more")
+    if options.image_size is not None:
+        check_image_size(options.image_size)
+
+
+def train_vae(options: TrainOptions) -> TrainReport:
+    """Train a VAE on ``options.source`` into the run folder ``options.output``.
+
+    Raises
+    ------
+    GalclustValueError
+        A bad option, an empty source, mixed channel counts, or a resume with other options.
+    GalclustFileError
+        The run folder already holds a run (pass ``resume`` or ``overwrite``), or a
+        checkpoint cannot be written.
+    """
+    start = time.perf_counter()
+    _validate(options)
+    source = open_source(options.source)
+    channels = source.channels()
+    size = options.image_size or source.default_image_size()
+    check_image_size(size)
+    options = replace(options, image_size=size)
+    run = Path(options.output)
+    resume_from = _check_run_folder(run, options)
+    preprocess = (
+        Preprocess.from_dict(source.packed["preprocess"])
+        if source.packed is not None
+        else Preprocess(size, options.mode, options.scaling)
+    )
+    train_rows, val_rows = split_rows(source, options.val_fraction, options.seed)
+    if not len(train_rows) or not len(val_rows):
+        raise GalclustValueError(
+            f"{options.source} has {len(source.catalog)} usable images: too few to split into "
+            "training and validation sets"
+        )
+    train_data = source.dataset(preprocess, train_rows)
+    val_data = source.dataset(preprocess, val_rows)
+    for data in (train_data, val_data):
+        if hasattr(data, "channels"):
+            data.channels = channels
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        state = {"options": asdict(options), "finished": False, "channels": channels}
+        atomic_write_text(run / RUN_FILE, json.dumps(state, indent=2) + "\n")
+    except OSError as exc:
+        raise GalclustFileError(f"cannot write in {run} ({exc.strerror})") from exc
+
+    L.seed_everything(options.seed, verbose=False)
+    module = VAEModule(
+        channels,
+        size,
+        options.latent_dim,
+        lr=options.lr,
+        kld_weight=options.kld_weight,
+        augment=options.augment,
+        preprocess=preprocess.to_dict(),
+        seed=options.seed,
+    )
+    grid = torch.stack([val_data[i] for i in range(min(_GRID, len(val_data)))])
+    history = History(run, len(train_data))
+    progress = sys.stderr.isatty() if options.progress is None else options.progress
+    callbacks: list[L.Callback] = [
+        history,
+        Reconstructions(run, grid, options.plot_every),
+        L.pytorch.callbacks.ModelCheckpoint(
+            dirpath=run / "checkpoints",
+            filename="best",
+            monitor="val_loss",
+            mode="min",
+            save_top_k=1,
+            save_last=True,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        ),
+    ]
+    if not progress:
+        callbacks.append(LogProgress())
+    precision = resolve_precision(options.precision, options.accelerator)
+    trainer = L.Trainer(
+        max_epochs=options.epochs,
+        accelerator=options.accelerator,
+        devices=_devices(options.devices),
+        num_nodes=options.num_nodes,
+        precision=precision,  # type: ignore[arg-type]
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        logger=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=run,
+    )
+    log.info(
+        "training a %d-d VAE on %d galaxies (%d validation), %d px, %d channels, %s on %s",
+        options.latent_dim,
+        len(train_data),
+        len(val_data),
+        size,
+        channels,
+        precision,
+        trainer.accelerator.__class__.__name__.replace("Accelerator", ""),
+    )
+    resumed_from = 0
+    if resume_from is not None:
+        resumed_from = int(
+            torch.load(resume_from, map_location="cpu", weights_only=True)["epoch"] + 1
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)")
+            # the run folder is checked above (refused, resumed or overwritten)
+            warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
+            trainer.fit(
+                module,
+                make_loader(
+                    train_data, options.batch_size, options.workers, shuffle_seed=options.seed
+                ),
+                make_loader(val_data, options.batch_size, options.workers),
+                ckpt_path=resume_from,
+            )
+    except SystemExit:
+        if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1); report it as Ctrl-C
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt from None
+        raise
+    frame = history.frame()
+    if trainer.is_global_zero:
+        state["finished"] = True
+        atomic_write_text(run / RUN_FILE, json.dumps(state, indent=2) + "\n")
+    return TrainReport(
+        output=run,
+        epochs=int(frame["epoch"].max()) if len(frame) else 0,
+        best_val_loss=float(frame["val_loss"].min()) if len(frame) else math.nan,
+        metrics=frame,
+        seconds=time.perf_counter() - start,
+        train_count=len(train_data),
+        val_count=len(val_data),
+        skipped=int(frame["skipped"].iloc[-1]) if len(frame) else 0,
+        resumed_from=resumed_from,
+    )
+
+
+# --- sweep ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepReport:
+    """The runs of a latent-size sweep and their final validation losses."""
+
+    output: Path
+    final_val_loss: dict[int, float]
+    reports: dict[int, TrainReport]
+
+    def summary(self) -> str:
+        losses = ", ".join(f"{d}: {v:.5f}" for d, v in self.final_val_loss.items())
+        return f"final validation loss by latent size: {losses}"
+
+
+def sweep(options: TrainOptions, latent_dims: Sequence[int]) -> SweepReport:
+    """Train one VAE per latent size (same data, seed and epochs) into ``options.output``.
+
+    Each size gets its own run folder ``latent_NN``; a finished size is not trained again and
+    an interrupted one resumes, so rerunning the same sweep continues it. Writes
+    ``loss_curves.png`` (every size on one plot), ``val_loss_vs_latent.png``,
+    ``reconstructions.png`` (rows = sizes, the same galaxies) and ``sweep.csv``.
+    """
+    dims = sorted(set(latent_dims))
+    if not dims:
+        raise GalclustValueError("--latent-dims: give at least one size, e.g. 2,8,16,35,64")
+    out = Path(options.output)
+    reports: dict[int, TrainReport] = {}
+    for dim in dims:
+        run = out / f"latent_{dim:02d}"
+        log.info("sweep: latent size %d -> %s", dim, run)
+        state_file = run / RUN_FILE
+        state = json.loads(state_file.read_text()) if state_file.is_file() else None
+        done = (
+            state is not None
+            and state.get("finished")
+            and state["options"].get("epochs") == options.epochs
+        )
+        if done and not options.overwrite:
+            reports[dim] = _finished_report(run)
+            continue
+        reports[dim] = train_vae(replace(options, output=str(run), latent_dim=dim, resume=True))
+    curves = {f"latent {d}": r.metrics for d, r in reports.items()}
+    loss_curves(curves, out / "loss_curves.png", title="VAE loss by latent size")
+    final = {d: float(r.metrics["val_loss"].iloc[-1]) for d, r in reports.items()}
+    metric_against(
+        final,
+        out / "val_loss_vs_latent.png",
+        xlabel="latent size",
+        ylabel="final validation loss",
+    )
+    _sweep_reconstructions(options, dims, out)
+    table = pd.DataFrame(
+        {
+            "latent_dim": dims,
+            "final_val_loss": [final[d] for d in dims],
+            "best_val_loss": [reports[d].best_val_loss for d in dims],
+            "final_val_mse": [float(reports[d].metrics["val_mse"].iloc[-1]) for d in dims],
+        }
+    )
+    write_catalog(table, out / "sweep.csv")
+    return SweepReport(out, final, reports)
+
+
+def _finished_report(run: Path) -> TrainReport:
+    frame = pd.read_csv(run / "metrics.csv")
+    return TrainReport(run, int(frame["epoch"].max()), float(frame["val_loss"].min()), frame, 0.0,
+                       0, 0)  # fmt: skip
+
+
+def _sweep_reconstructions(options: TrainOptions, dims: Sequence[int], out: Path) -> None:
+    from galclust.embed import load_vae
+
+    rows: list[tuple[str, np.ndarray]] = []
+    for dim in dims:
+        module = load_vae(out / f"latent_{dim:02d}" / "checkpoints" / "best.ckpt")
+        if not rows:
+            source = open_source(options.source)
+            _, val_rows = split_rows(source, options.val_fraction, options.seed)
+            preprocess = Preprocess.from_dict(module.hparams["preprocess"])
+            data = source.dataset(preprocess, val_rows[:_GRID])
+            images = torch.stack([data[i] for i in range(len(data))])
+            rows.append(("input", images.numpy()))
+        rows.append((f"latent {dim}", reconstruct(module, images)))
+    image_rows(rows, out / "reconstructions.png", title="the same galaxies by latent size")
