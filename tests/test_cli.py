@@ -103,4 +103,8 @@ def test_demo_quick_runs_every_stage(tmp_path: Path) -> None:
     assert (catalog.status == "ok").sum() == 180
     assert set(catalog.status) == {"ok", "wrong_shape", "truncated", "empty_file", "corrupt"}
     assert (tmp_path / "demo" / "catalog.provenance.json").is_file()
+    for name in ("vae/checkpoints/best.ckpt", "vae/loss.png", "vae/reconstructions.png"):
+        assert (tmp_path / "demo" / name).is_file(), name
+    latents = pd.read_parquet(tmp_path / "demo" / "latents.parquet")
+    assert len(latents) == 180 and "z_7" in latents and "recon_mse" in latents
     assert "done:" in result.stdout

@@ -220,3 +220,11 @@ def test_cli_simulate(tmp_path: Path) -> None:
     assert (out / "provenance.json").is_file() and (out / "catalog.parquet").is_file()
     again = subprocess.run(command, capture_output=True, text=True, check=False)
     assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_simulating_leaves_the_thread_count_of_this_process_alone(tmp_path: Path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    simulate(SimulateOptions(n=2, output=str(tmp_path / "s"), size=32, workers=1))
+    assert torch.get_num_threads() == before

@@ -127,7 +127,8 @@ def test_all_nan_images_are_skipped_and_counted(tmp_path: Path) -> None:
     images[train_index[:3]] = np.nan
     images[train_index[3], 0, :5] = np.nan  # partly masked: kept, NaNs filled
     images.flush()
-    report = train_vae(options(sims, tmp_path / "run", epochs=1))
+    with pytest.warns(UserWarning, match="3 all-NaN images were skipped in each epoch"):
+        report = train_vae(options(sims, tmp_path / "run", epochs=1))
     assert report.skipped == 3
     assert np.isfinite(report.metrics["train_loss"]).all()
 
@@ -207,3 +208,18 @@ def test_sweep_writes_the_study_figures_and_skips_finished_sizes(
     again = sweep(options(sims, out), [2, 8])
     assert (out / "latent_02/checkpoints/last.ckpt").stat().st_mtime_ns == stamp
     assert again.final_val_loss == report.final_val_loss
+
+
+def test_dataset_stretch_keeps_brightness_differences(sims: Path, tmp_path: Path) -> None:
+    source = open_source(sims)
+    fixed = source.preprocess(32, "crop", "auto", "dataset")
+    assert fixed.asinh_scale is not None and fixed.asinh_scale[0] > 0
+    per_image = source.preprocess(32, "crop", "auto", "image")
+    assert per_image.asinh_scale is None
+    pixels = source.dataset(per_image).pixels(0)  # type: ignore[union-attr]
+    bright, faint = fixed(pixels * 4), fixed(pixels)
+    assert bright.mean() > faint.mean()  # with a per-image stretch both would look alike
+    np.testing.assert_allclose(per_image(pixels * 4), per_image(pixels), atol=1e-5)
+    report = train_vae(options(sims, tmp_path / "run", epochs=1, stretch="dataset"))
+    hparams = torch.load(report.output / "checkpoints/last.ckpt", weights_only=True)
+    assert hparams["hyper_parameters"]["preprocess"]["asinh_scale"] == list(fixed.asinh_scale)

@@ -313,6 +313,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         "--scaling", choices=("auto", "uint8", "asinh"), default="auto",
         help="to [-1, 1]: auto = uint8 for 8-bit images, asinh for float ones",
     )  # fmt: skip
+    _add_stretch(p)
     p.add_argument(
         "--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
         help="data-loading processes (default: %(default)s)",
@@ -331,6 +332,14 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace what is in the folder")
 
 
+def _add_stretch(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--stretch", choices=("image", "dataset"), default="image",
+        help="arcsinh scale of float images measured per image (default) or once for the "
+        "dataset, keeping brightness differences",
+    )  # fmt: skip
+
+
 def _train_options(args: argparse.Namespace, **extra: object) -> object:
     from galclust.train import TrainOptions
 
@@ -347,6 +356,7 @@ def _train_options(args: argparse.Namespace, **extra: object) -> object:
         augment=not args.no_augment,
         mode=args.resize_mode,
         scaling=args.scaling,
+        stretch=args.stretch,
         workers=args.workers,
         accelerator=args.accelerator,
         devices=args.devices,
@@ -523,6 +533,7 @@ def _add_pack(sub: argparse._SubParsersAction[_Parser]) -> None:
     )  # fmt: skip
     p.add_argument("--resize-mode", choices=("crop", "resize"), default="crop")
     p.add_argument("--scaling", choices=("auto", "uint8", "asinh"), default="auto")
+    _add_stretch(p)
     p.add_argument(
         "--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
         help="processes decoding images (default: %(default)s)",
@@ -543,6 +554,7 @@ def _run_pack(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         mode=args.resize_mode,
         scaling=args.scaling,
+        stretch=args.stretch,
         workers=args.workers,
         overwrite=args.overwrite,
     )

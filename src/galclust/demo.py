@@ -6,8 +6,11 @@ The run folder has the layout of a run on your own data::
                             and three broken files, as real survey folders have
     DIR/catalog.parquet     galclust scan output, with catalog.txt, catalog.rejected.txt
     DIR/catalog.provenance.json
+    DIR/vae/                galclust train vae: checkpoints, metrics.csv, loss.png,
+                            reconstructions.png
+    DIR/latents.parquet     galclust embed: one latent vector per galaxy
 
-Later stages (VAE, clustering, regression, report) are added to the demo as they land.
+Later stages (clustering, regression, report) are added to the demo as they land.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from PIL import Image
 
 from galclust.catalog.scan import ScanOptions, scan_catalog
 from galclust.datasets import make_toy_galaxies, to_rgb8
+from galclust.embed import embed
 from galclust.provenance import now, write_provenance
+from galclust.train import TrainOptions, train_vae
 
 _SIZE = 64
 
@@ -86,7 +91,7 @@ def run_demo(output: str | Path, *, quick: bool = False, seed: int = 0) -> Path:
         started=started,
     )
     print(
-        f"[1/2] made {count} cutouts with GalSim in {time.perf_counter() - t0:.1f} s: "
+        f"[1/4] made {count} cutouts with GalSim in {time.perf_counter() - t0:.1f} s: "
         f"{out / 'cutouts'}"
     )
 
@@ -103,7 +108,39 @@ def run_demo(output: str | Path, *, quick: bool = False, seed: int = 0) -> Path:
         started=started,
         results={"counts": report.counts},
     )
-    print(f"[2/2] scanned in {time.perf_counter() - t0:.1f} s: {options.output}")
+    print(f"[2/4] scanned in {time.perf_counter() - t0:.1f} s: {options.output}")
     print(report.summary())
+
+    t0 = time.perf_counter()
+    started = now()
+    train_options = TrainOptions(
+        source=str(out / "catalog.parquet"),
+        output=str(out / "vae"),
+        latent_dim=8,
+        epochs=3 if quick else 15,
+        batch_size=32,
+        workers=0,
+        seed=seed,
+        overwrite=True,
+    )
+    trained = train_vae(train_options)
+    write_provenance(
+        train_options.output, command="train vae", options=train_options, started=started
+    )
+    print(f"[3/4] trained the VAE in {time.perf_counter() - t0:.1f} s: {out / 'vae'}")
+    print(trained.summary())
+
+    t0 = time.perf_counter()
+    started = now()
+    checkpoint = out / "vae" / "checkpoints" / "best.ckpt"
+    _, embedded = embed(checkpoint, out / "catalog.parquet", out / "latents.parquet", workers=0)
+    write_provenance(
+        out / "latents.parquet",
+        command="embed",
+        options={"checkpoint": str(checkpoint)},
+        started=started,
+    )
+    print(f"[4/4] embedded in {time.perf_counter() - t0:.1f} s: {out / 'latents.parquet'}")
+    print(embedded.summary())
     print(f"done: {out}")
     return out

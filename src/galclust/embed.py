@@ -104,12 +104,13 @@ class EmbedReport:
     latent_dim: int
     seconds: float
     skipped: list[str]
+    images_per_s: float  # while encoding (without loading the model and catalog)
 
     def summary(self) -> str:
-        rate = self.count / self.seconds if self.seconds else float("inf")
         return (
             f"embedded {self.count} galaxies into {self.latent_dim} dimensions in "
-            f"{self.seconds:.1f} s ({rate:,.0f}/s); {len(self.skipped)} all-NaN images skipped"
+            f"{self.seconds:.1f} s ({self.images_per_s:,.0f}/s); {len(self.skipped)} all-NaN "
+            "images skipped"
         )
 
 
@@ -169,7 +170,9 @@ def embed(
     device = _device(accelerator)
     chosen = resolve_precision("auto" if precision == "auto" else "32-true", device.type)
     use_bf16 = precision == "bf16" or chosen.startswith("bf16")
-    model = fused(module).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    # inference in bfloat16 weights outright: no per-batch casts as under autocast
+    dtype = torch.bfloat16 if use_bf16 else torch.float32
+    model = fused(module).to(device, dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]
     latent = int(module.hparams["latent_dim"])
     n = len(data)
     mu_all = np.full((n, latent), np.nan, np.float32)
@@ -179,34 +182,33 @@ def embed(
     progress = Progress(n, "embedding", unit="galaxies")
     done = 0
     try:
-        with (
-            torch.inference_mode(),
-            torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16),
-        ):
+        looped = time.perf_counter()
+        with torch.inference_mode():
             for batch in loader:
                 rows = slice(done, done + len(batch))
                 done += len(batch)
                 keep = usable(batch)
-                images = batch[keep].to(device, non_blocking=True)
+                images = batch[keep].to(device, dtype, non_blocking=True)
                 if not len(images):
                     progress.update(len(batch))
                     continue
                 images = images.contiguous(memory_format=torch.channels_last)
-                mu, logvar = model.encode(images)
+                mu, logvar = (t.float() for t in model.encode(images))
                 if invariant:
                     for s in range(1, 8):
-                        mu = mu + model.encode(symmetry(images, s))[0]
+                        mu = mu + model.encode(symmetry(images, s))[0].float()
                     mu = mu / 8
                 picked = keep.numpy()
-                mu_all[rows][picked] = mu.float().cpu().numpy()
-                logvar_all[rows][picked] = logvar.float().mean(1).cpu().numpy()
+                mu_all[rows][picked] = mu.cpu().numpy()
+                logvar_all[rows][picked] = logvar.mean(1).cpu().numpy()
                 if recon_error:
-                    recon = model.decode(mu).float()
+                    recon = model.decode(mu.to(dtype)).float()
                     err = (recon - images.float()).pow(2).flatten(1).mean(1)
                     mse_all[rows][picked] = err.cpu().numpy()
                 progress.update(len(batch))
     finally:
         progress.close()
+    looped = time.perf_counter() - looped
     ids = source.catalog["id_str"].astype(str).to_numpy()
     bad = np.isnan(mu_all[:, 0])
     table = pd.DataFrame(mu_all[~bad], columns=[f"z_{i}" for i in range(latent)])
@@ -227,6 +229,11 @@ def embed(
         except OSError as exc:
             raise GalclustFileError(f"cannot write {output} ({exc.strerror})") from exc
     report = EmbedReport(
-        Path(output) if output else Path(), len(table), latent, time.perf_counter() - start, skipped
+        Path(output) if output else Path(),
+        len(table),
+        latent,
+        time.perf_counter() - start,
+        skipped,
+        n / looped if looped else float("inf"),
     )
     return table, report

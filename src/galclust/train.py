@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 #: Options that define the model and data of a run: a resumed run must keep them.
 _FIXED = ("source", "latent_dim", "image_size", "kld_weight", "lr", "seed", "val_fraction",
-          "augment", "mode", "scaling", "batch_size")  # fmt: skip
+          "augment", "mode", "scaling", "stretch", "batch_size")  # fmt: skip
 _GRID = 8  # galaxies in the reconstruction figures
 _LOGGED = tuple(f"{stage}_{name}" for stage in ("train", "val") for name in ("loss", "mse", "kld"))
 
@@ -74,6 +74,7 @@ class TrainOptions:
     augment: bool = True
     mode: str = "crop"
     scaling: str = "auto"
+    stretch: str = "image"
     workers: int = 2
     accelerator: str = "auto"
     devices: str = "auto"
@@ -188,6 +189,7 @@ class History(L.Callback):
         self.train_count = train_count
         self.rows: list[dict[str, float]] = []
         self._started = time.perf_counter()
+        self._trained: float | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
@@ -197,16 +199,23 @@ class History(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = time.perf_counter()
+        self._trained = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.training and self._trained is None:
+            self._trained = time.perf_counter()  # training part of the epoch ends here
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        seconds = time.perf_counter() - self._started
+        now = time.perf_counter()
+        seconds = now - self._started
+        training = (self._trained or now) - self._started
         row = {
             "epoch": trainer.current_epoch + 1,
             **{name: metrics.get(name, math.nan) for name in _LOGGED},
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "seconds": seconds,
-            "images_per_s": self.train_count / seconds if seconds else math.nan,
+            "images_per_s": self.train_count / training if training else math.nan,
             "skipped": metrics.get("train_skipped", 0.0) + metrics.get("val_skipped", 0.0),
         }
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
@@ -428,7 +437,7 @@ def train_vae(options: TrainOptions) -> TrainReport:
     preprocess = (
         Preprocess.from_dict(source.packed["preprocess"])
         if source.packed is not None
-        else Preprocess(size, options.mode, options.scaling)
+        else source.preprocess(size, options.mode, options.scaling, options.stretch)
     )
     train_rows, val_rows = split_rows(source, options.val_fraction, options.seed)
     if not len(train_rows) or not len(val_rows):
@@ -527,6 +536,13 @@ def train_vae(options: TrainOptions) -> TrainReport:
             raise KeyboardInterrupt from None
         raise
     frame = history.frame()
+    skipped = int(frame["skipped"].iloc[-1]) if len(frame) else 0
+    if skipped:
+        warnings.warn(
+            f"{skipped} all-NaN images were skipped in each epoch; find them with "
+            "galclust scan --verify (status non_finite)",
+            stacklevel=2,
+        )
     if trainer.is_global_zero:
         state["finished"] = True
         atomic_write_text(run / RUN_FILE, json.dumps(state, indent=2) + "\n")
@@ -538,7 +554,7 @@ def train_vae(options: TrainOptions) -> TrainReport:
         seconds=time.perf_counter() - start,
         train_count=len(train_data),
         val_count=len(val_data),
-        skipped=int(frame["skipped"].iloc[-1]) if len(frame) else 0,
+        skipped=skipped,
         resumed_from=resumed_from,
     )
 

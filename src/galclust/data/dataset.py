@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from galclust.catalog.readers import format_from_name, read_pixels
 from galclust.catalog.schema import read_catalog
-from galclust.data.transforms import Preprocess
+from galclust.data.transforms import Preprocess, asinh_scale, fit_to_size
 from galclust.exceptions import GalclustFileError, GalclustValueError
 
 PACK_FILE = "pack.json"
@@ -80,6 +80,29 @@ class Source:
             if len(sizes) == 1 and (size := sizes.pop()) % 32 == 0:
                 return size
         return DEFAULT_IMAGE_SIZE
+
+    def preprocess(self, size: int, mode: str, scaling: str, stretch: str = "image") -> Preprocess:
+        """The preprocessing of this source's images (see :class:`Preprocess`).
+
+        ``stretch="dataset"`` fixes the arcsinh softening and bright level for every image to
+        the medians measured on up to 256 images spread over the source, so that brightness
+        differences between galaxies survive; ``"image"`` measures them per image.
+        """
+        if stretch not in ("image", "dataset"):
+            raise GalclustValueError(f"--stretch {stretch!r}: choose image or dataset")
+        if stretch == "image":
+            return Preprocess(size, mode, scaling)
+        data = ImageDataset(self.catalog, None)
+        picks = np.unique(np.linspace(0, len(data) - 1, min(256, len(data))).astype(int))
+        scales = []
+        for i in picks:
+            pixels = data.pixels(int(i))
+            if pixels.dtype.kind == "f" and np.isfinite(pixels).any():
+                scales.append(asinh_scale(fit_to_size(pixels, size, mode=mode)))
+        if not scales:  # 8-bit images: nothing to stretch
+            return Preprocess(size, mode, scaling)
+        a, b = np.median(np.array(scales), axis=0)
+        return Preprocess(size, mode, scaling, (float(a), float(b)))
 
     def dataset(self, preprocess: Preprocess, rows: np.ndarray | None = None) -> GalaxyData:
         """The images of ``rows`` (all by default) as network inputs."""

@@ -52,7 +52,7 @@ class PackOptions:
     dtype: str = "auto"
     mode: str = "crop"
     scaling: str = "auto"
-    asinh_scale: tuple[float, float] | None = None
+    stretch: str = "image"
     workers: int = 2
     overwrite: bool = False
 
@@ -131,7 +131,7 @@ def pack(options: PackOptions) -> PackReport:
         raise GalclustValueError(f"{options.source} is already a packed store")
     channels = source.channels()
     size = options.image_size or source.default_image_size()
-    preprocess = Preprocess(size, options.mode, options.scaling, options.asinh_scale)
+    preprocess = source.preprocess(size, options.mode, options.scaling, options.stretch)
     from galclust.models.vae import check_image_size
 
     check_image_size(size)

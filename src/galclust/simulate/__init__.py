@@ -158,8 +158,22 @@ def _render_block(
     """Render galaxies ``indices``; a draw GalSim refuses is redrawn with the next seed."""
     import galsim
 
-    # one thread per process: with its default (all cores) two workers ran slower than one
+    # one thread per process: with its default (all cores) two workers ran slower than one.
+    # OpenMP's setting is per process and shared with PyTorch, so it is put back afterwards:
+    # the main process renders too, and may train a network next.
+    threads = galsim.utilities.get_omp_threads()
     galsim.utilities.set_omp_threads(1)
+    try:
+        return _render_galaxies(indices, options, survey)
+    finally:
+        galsim.utilities.set_omp_threads(threads)
+
+
+def _render_galaxies(
+    indices: range, options: SimulateOptions, survey: Survey
+) -> tuple[np.ndarray, list[dict[str, Any]], int]:
+    import galsim
+
     images = np.empty((len(indices), len(survey.bands), options.size, options.size), np.float32)
     rows = []
     redrawn = 0
