@@ -107,4 +107,6 @@ def test_demo_quick_runs_every_stage(tmp_path: Path) -> None:
         assert (tmp_path / "demo" / name).is_file(), name
     latents = pd.read_parquet(tmp_path / "demo" / "latents.parquet")
     assert len(latents) == 180 and "z_7" in latents and "recon_mse" in latents
+    clusters = pd.read_parquet(tmp_path / "demo" / "clusters" / "clusters.parquet")
+    assert len(clusters) == 180 and (tmp_path / "demo" / "clusters" / "overview.png").is_file()
     assert "done:" in result.stdout

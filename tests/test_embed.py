@@ -51,12 +51,11 @@ def test_embed_writes_latents_in_catalog_order(
 ) -> None:
     table, report = embed(checkpoint, pngs, tmp_path / "z.parquet", workers=0, precision="32")
     written = pd.read_parquet(tmp_path / "z.parquet")
-    assert list(written.columns) == ["id_str", *[f"z_{i}" for i in range(6)], "logvar_mean",
-                                     "recon_mse", "file_loc"]  # fmt: skip
+    latent = [f"z_{i}" for i in range(6)]
+    where = ["file_loc", "format", "hdu"]  # from the scan catalog, for galleries
+    assert list(written.columns) == ["id_str", *latent, "logvar_mean", "recon_mse", *where]
     assert list(written["id_str"]) == list(open_source(pngs).catalog["id_str"])
-    assert (
-        report.count == 40 and np.isfinite(written.drop(columns=["id_str", "file_loc"])).all().all()
-    )
+    assert report.count == 40 and np.isfinite(written[[*latent, "recon_mse"]]).all().all()
     # the latent mean is what the model's encoder gives for the training preprocessing
     module = load_vae(checkpoint)
     data = ImageDataset(open_source(pngs).catalog.head(3), Preprocess(32))
@@ -136,9 +135,7 @@ def test_pack_is_lossless_for_png_and_embeds_the_same(
     torch.testing.assert_close(batch, torch.stack([raw[39], raw[2], raw[17]]), atol=0, rtol=0)
     direct, _ = embed(checkpoint, pngs, workers=0, precision="32")
     via_store, _ = embed(checkpoint, tmp_path / "store", workers=0, precision="32")
-    pd.testing.assert_frame_equal(
-        direct.drop(columns="file_loc"), via_store.drop(columns="file_loc")
-    )
+    pd.testing.assert_frame_equal(direct, via_store)  # file_loc: the PNG it was packed from
     with pytest.raises(GalclustFileError, match="already holds a packed store"):
         pack(PackOptions(str(pngs), str(tmp_path / "store")))
     with pytest.raises(GalclustValueError, match="packed at 32 px, not 64"):

@@ -223,3 +223,30 @@ def test_dataset_stretch_keeps_brightness_differences(sims: Path, tmp_path: Path
     report = train_vae(options(sims, tmp_path / "run", epochs=1, stretch="dataset"))
     hparams = torch.load(report.output / "checkpoints/last.ckpt", weights_only=True)
     assert hparams["hyper_parameters"]["preprocess"]["asinh_scale"] == list(fixed.asinh_scale)
+
+
+def test_too_few_galaxies_and_a_foreign_pack_folder(sims: Path, tmp_path: Path) -> None:
+    from galclust.data.pack import PackOptions, pack
+
+    cutouts = tmp_path / "two"
+    cutouts.mkdir()
+    for i in range(2):
+        write_png(cutouts / f"g{i}.png", seed=i)
+    galclust.scan(cutouts, output=tmp_path / "two.parquet")
+    with pytest.raises(GalclustValueError, match="2 usable images: too few"):
+        train_vae(options(tmp_path / "two.parquet", tmp_path / "run"))
+    with pytest.raises(GalclustFileError, match="that galclust pack did not write"):
+        pack(PackOptions(str(sims), str(sims)))
+
+
+def test_dataset_stretch_survives_masked_pixels(tmp_path: Path) -> None:
+    folder = tmp_path / "f"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        image = rng.normal(size=(1, 32, 32)).astype(np.float32)
+        image[0, :3] = np.nan  # a masked edge
+        np.save(folder / f"g{i}.npy", image)
+    galclust.scan(folder, output=tmp_path / "c.parquet")
+    fixed = open_source(tmp_path / "c.parquet").preprocess(32, "crop", "auto", "dataset")
+    assert fixed.asinh_scale is not None and np.isfinite(fixed.asinh_scale).all()

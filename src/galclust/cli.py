@@ -76,13 +76,27 @@ def _add_scan(sub: argparse._SubParsersAction[_Parser]) -> None:
 def _wrote(
     output: str, command: str, options: object, started: datetime, results: Mapping[str, object]
 ) -> None:
-    """Write the provenance file beside ``output`` and say where the output is."""
-    from galclust.provenance import write_provenance
+    """Write the provenance file beside ``output`` and say where the output is (in the process
+    of rank 0 only, when Lightning runs one per device)."""
+    from galclust.provenance import is_lead, write_provenance
+
+    if not is_lead():
+        return
 
     write_provenance(
         output, command=command, options=options, started=started, results=dict(results)
     )
     print(f"wrote {output}")
+
+
+def _add_workers(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        metavar="N",
+        help=f"{what} (default: %(default)s)",
+    )
 
 
 def _add_read_options(p: argparse.ArgumentParser) -> None:
@@ -92,13 +106,7 @@ def _add_read_options(p: argparse.ArgumentParser) -> None:
         metavar="C,H,W",
         help="keep only images of this shape, e.g. 3,256,256; others are marked wrong_shape",
     )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=min(4, os.cpu_count() or 1),
-        metavar="N",
-        help="processes reading headers (default: %(default)s)",
-    )
+    _add_workers(p, "processes reading headers")
     p.add_argument(
         "--verify",
         action="store_true",
@@ -218,10 +226,7 @@ def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="Gaussian noise per pixel per band, image units (override the preset's depth)",
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument(
-        "--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
-        help="processes rendering galaxies (default: %(default)s)",
-    )  # fmt: skip
+    _add_workers(p, "processes rendering galaxies")
     p.add_argument(
         "--split", type=_floats, default=(0.8, 0.1, 0.1), metavar="TRAIN,VAL,TEST",
         help="fractions of the train/val/test split (default: 0.8,0.1,0.1)",
@@ -314,10 +319,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         help="to [-1, 1]: auto = uint8 for 8-bit images, asinh for float ones",
     )  # fmt: skip
     _add_stretch(p)
-    p.add_argument(
-        "--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
-        help="data-loading processes (default: %(default)s)",
-    )  # fmt: skip
+    _add_workers(p, "data-loading processes")
     p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default)")
     p.add_argument("--devices", default="auto", help="number or list of devices (default: auto)")
     p.add_argument("--num-nodes", type=int, default=1, help="machines (default: 1)")
@@ -476,10 +478,7 @@ def _add_embed(sub: argparse._SubParsersAction[_Parser]) -> None:
         "--no-recon-error", action="store_true",
         help="skip recon_mse: only the encoder runs (about 3x faster at 256 px on a CPU)",
     )  # fmt: skip
-    p.add_argument(
-        "--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
-        help="data-loading processes (default: %(default)s)",
-    )  # fmt: skip
+    _add_workers(p, "data-loading processes")
     p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default)")
     p.add_argument(
         "--precision", choices=("auto", "bf16", "32"), default="auto",
@@ -534,10 +533,7 @@ def _add_pack(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--resize-mode", choices=("crop", "resize"), default="crop")
     p.add_argument("--scaling", choices=("auto", "uint8", "asinh"), default="auto")
     _add_stretch(p)
-    p.add_argument(
-        "--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
-        help="processes decoding images (default: %(default)s)",
-    )  # fmt: skip
+    _add_workers(p, "processes decoding images")
     p.add_argument("--overwrite", action="store_true", help="replace a finished store")
     p.set_defaults(run=_run_pack)
 
@@ -561,6 +557,133 @@ def _run_pack(args: argparse.Namespace) -> int:
     report = pack(options)
     print(report.summary())
     _wrote(args.output, "pack", options, started, {"count": report.count})
+    return 0
+
+
+_EPILOG_CLUSTER = """\
+examples:
+  galclust cluster latents.parquet -o clusters/
+  galclust cluster latents.parquet -o clusters/ --labels sims/decals:family
+  galclust cluster latents.parquet -o clusters/ --method hdbscan --data store/
+  galclust assign clusters/model.joblib new_latents.parquet -o assigned.parquet
+
+The number of clusters is chosen from the data (Gaussian-mixture BIC over --k-min..--k-max,
+checked by bootstrap stability); k-means, the mixture and Ward clustering vote, and galaxies they
+disagree on get low confidence (--min-confidence labels them -1, unclassified). Writes
+clusters.parquet, summary.json, model.joblib, scores_vs_k.png, map.png, overview.png and
+gallery/cluster_NN.png; with --labels also the scores against the labels, for galclust and for a
+raw-pixel PCA + k-means baseline, and confusion matrices.
+"""
+
+
+def _add_cluster(sub: argparse._SubParsersAction[_Parser]) -> None:
+    from galclust.cluster import METHODS, SCALINGS
+
+    p = sub.add_parser(
+        "cluster",
+        help="group galaxies by their latent vectors, choosing the number of groups",
+        description="Cluster the latents written by galclust embed, with per-galaxy "
+        "confidence, outliers, galleries and a map.",
+        epilog=_EPILOG_CLUSTER,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("latents", metavar="LATENTS", help="table from galclust embed")
+    p.add_argument("-o", "--output", default="clusters", metavar="DIR", help="output folder")
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default="auto",
+        help="auto: vote of gmm, kmeans and agglomerative (default)",
+    )
+    p.add_argument("--k", type=int, metavar="K", help="fix the number of clusters")
+    p.add_argument("--k-min", type=int, default=2, help="default: %(default)s")
+    p.add_argument("--k-max", type=int, default=30, help="default: %(default)s")
+    p.add_argument(
+        "--scaling",
+        choices=SCALINGS,
+        default="whiten",
+        help="of the latents before clustering (default: whiten, PCA-whitening)",
+    )
+    p.add_argument(
+        "--variance",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="with whiten: keep the principal components explaining this share (default: all)",
+    )
+    p.add_argument(
+        "--min-confidence",
+        type=float,
+        default=0.0,
+        metavar="C",
+        help="label galaxies below this confidence -1, unclassified (default: 0)",
+    )
+    p.add_argument(
+        "--labels",
+        metavar="CATALOG:COLUMN",
+        help="score the clusters against a label column, e.g. sims/decals:family",
+    )
+    p.add_argument(
+        "--data",
+        metavar="DATA",
+        help="where the images are, for galleries and the baseline (default: the "
+        "latents' file_loc)",
+    )
+    p.add_argument("--map", choices=("umap", "pca"), default="umap", help="2-D map method")
+    p.add_argument("--map-sample", type=int, default=5000, help="galaxies on the map")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.set_defaults(run=_run_cluster)
+
+
+def _run_cluster(args: argparse.Namespace) -> int:
+    from galclust.cluster import ClusterOptions, cluster_latents
+    from galclust.provenance import now
+
+    started = now()
+    options = ClusterOptions(
+        latents=args.latents,
+        output=args.output,
+        method=args.method,
+        k=args.k,
+        k_min=args.k_min,
+        k_max=args.k_max,
+        scaling=args.scaling,
+        variance=args.variance,
+        min_confidence=args.min_confidence,
+        labels=args.labels,
+        data=args.data,
+        map=args.map,
+        map_sample=args.map_sample,
+        seed=args.seed,
+    )
+    report = cluster_latents(options)
+    print(report.text())
+    _wrote(args.output, "cluster", options, started, {"k": report.model.n_clusters_})
+    return 0
+
+
+def _add_assign(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "assign",
+        help="put new galaxies into the clusters of a saved model",
+        description="Assign each galaxy of a latents table (embedded with the same checkpoint) "
+        "to the clusters of MODEL, with confidence and outlier flags.",
+    )
+    p.add_argument("model", metavar="MODEL", help="model.joblib from galclust cluster")
+    p.add_argument("latents", metavar="LATENTS", help="table from galclust embed")
+    p.add_argument("-o", "--output", default="assigned.parquet", help="table to write")
+    p.set_defaults(run=_run_assign)
+
+
+def _run_assign(args: argparse.Namespace) -> int:
+    from galclust.cluster import assign
+    from galclust.provenance import now
+
+    started = now()
+    result = assign(args.model, args.latents, args.output)
+    counts = result["cluster"].value_counts().sort_index()
+    print(f"assigned {len(result)} galaxies: " + ", ".join(f"{c}: {n}" for c, n in counts.items()))
+    _wrote(args.output, "assign", vars(args) | {"run": None}, started, {"count": len(result)})
     return 0
 
 
@@ -606,7 +729,7 @@ def build_parser() -> _Parser:
     )
     for add in (
         _add_scan, _add_catalog, _add_simulate, _add_pack, _add_train, _add_sweep,
-        _add_embed, _add_demo,
+        _add_embed, _add_cluster, _add_assign, _add_demo,
     ):  # fmt: skip
         add(sub)
     return parser

@@ -9,8 +9,9 @@ The run folder has the layout of a run on your own data::
     DIR/vae/                galclust train vae: checkpoints, metrics.csv, loss.png,
                             reconstructions.png
     DIR/latents.parquet     galclust embed: one latent vector per galaxy
+    DIR/clusters/           galclust cluster: clusters.parquet, summary.json, galleries, map
 
-Later stages (clustering, regression, report) are added to the demo as they land.
+Later stages (regression, report) are added to the demo as they land.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from astropy.io import fits
 from PIL import Image
 
 from galclust.catalog.scan import ScanOptions, scan_catalog
+from galclust.cluster import ClusterOptions, cluster_latents
 from galclust.datasets import make_toy_galaxies, to_rgb8
 from galclust.embed import embed
 from galclust.provenance import now, write_provenance
@@ -91,7 +93,7 @@ def run_demo(output: str | Path, *, quick: bool = False, seed: int = 0) -> Path:
         started=started,
     )
     print(
-        f"[1/4] made {count} cutouts with GalSim in {time.perf_counter() - t0:.1f} s: "
+        f"[1/5] made {count} cutouts with GalSim in {time.perf_counter() - t0:.1f} s: "
         f"{out / 'cutouts'}"
     )
 
@@ -108,7 +110,7 @@ def run_demo(output: str | Path, *, quick: bool = False, seed: int = 0) -> Path:
         started=started,
         results={"counts": report.counts},
     )
-    print(f"[2/4] scanned in {time.perf_counter() - t0:.1f} s: {options.output}")
+    print(f"[2/5] scanned in {time.perf_counter() - t0:.1f} s: {options.output}")
     print(report.summary())
 
     t0 = time.perf_counter()
@@ -127,7 +129,7 @@ def run_demo(output: str | Path, *, quick: bool = False, seed: int = 0) -> Path:
     write_provenance(
         train_options.output, command="train vae", options=train_options, started=started
     )
-    print(f"[3/4] trained the VAE in {time.perf_counter() - t0:.1f} s: {out / 'vae'}")
+    print(f"[3/5] trained the VAE in {time.perf_counter() - t0:.1f} s: {out / 'vae'}")
     print(trained.summary())
 
     t0 = time.perf_counter()
@@ -140,7 +142,23 @@ def run_demo(output: str | Path, *, quick: bool = False, seed: int = 0) -> Path:
         options={"checkpoint": str(checkpoint)},
         started=started,
     )
-    print(f"[4/4] embedded in {time.perf_counter() - t0:.1f} s: {out / 'latents.parquet'}")
+    print(f"[4/5] embedded in {time.perf_counter() - t0:.1f} s: {out / 'latents.parquet'}")
     print(embedded.summary())
+
+    t0 = time.perf_counter()
+    started = now()
+    cluster_options = ClusterOptions(
+        latents=str(out / "latents.parquet"),
+        output=str(out / "clusters"),
+        k_max=8 if quick else 15,
+        map="pca" if quick else "umap",
+        seed=seed,
+    )
+    clustered = cluster_latents(cluster_options)
+    write_provenance(
+        cluster_options.output, command="cluster", options=cluster_options, started=started
+    )
+    print(f"[5/5] clustered in {time.perf_counter() - t0:.1f} s: {out / 'clusters'}")
+    print(clustered.text())
     print(f"done: {out}")
     return out

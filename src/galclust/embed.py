@@ -2,7 +2,8 @@
 
 The output table has one row per galaxy: ``id_str``, ``z_0 .. z_{d-1}`` (the latent mean mu),
 ``logvar_mean`` (the mean log variance: how unsure the encoder is), ``recon_mse`` (the
-reconstruction error from mu, large for unusual galaxies and artefacts) and ``file_loc``.
+reconstruction error from mu, large for unusual galaxies and artefacts) and where the image is
+(``file_loc``, with ``image_index``, ``format`` and ``hdu`` when the source has them).
 Images are prepared exactly as in training (the checkpoint stores the preprocessing).
 ``invariant`` averages mu over the 8 flips and quarter turns of each galaxy, so that
 orientation does not drive the clustering.
@@ -93,6 +94,22 @@ def fused(module: VAEModule) -> nn.Module:
                 sequence[i] = fuse_conv_bn_eval(conv, norm, transpose=transpose)
                 sequence[i + 1] = nn.Identity()
     return model
+
+
+def image_locations(catalog: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Where each galaxy's original image is (``file_loc``, and ``image_index``, ``format``,
+    ``hdu`` where known), so that galleries can show it; for a packed store, the file it was
+    packed from rather than the store."""
+    packed = "source_loc" in catalog
+    columns = {
+        "file_loc": "source_loc" if packed else "file_loc",
+        "image_index": "source_index" if packed else "image_index",
+        "format": "format",
+        "hdu": "hdu",
+    }
+    return {
+        name: catalog[column].to_numpy() for name, column in columns.items() if column in catalog
+    }
 
 
 @dataclass
@@ -194,6 +211,7 @@ def embed(
                     continue
                 images = images.contiguous(memory_format=torch.channels_last)
                 mu, logvar = (t.float() for t in model.encode(images))
+                plain = mu  # the reconstruction error is that of the image as it is
                 if invariant:
                     for s in range(1, 8):
                         mu = mu + model.encode(symmetry(images, s))[0].float()
@@ -202,7 +220,7 @@ def embed(
                 mu_all[rows][picked] = mu.cpu().numpy()
                 logvar_all[rows][picked] = logvar.mean(1).cpu().numpy()
                 if recon_error:
-                    recon = model.decode(mu.to(dtype)).float()
+                    recon = model.decode(plain.to(dtype)).float()
                     err = (recon - images.float()).pow(2).flatten(1).mean(1)
                     mse_all[rows][picked] = err.cpu().numpy()
                 progress.update(len(batch))
@@ -216,7 +234,8 @@ def embed(
     table["logvar_mean"] = logvar_all[~bad]
     if recon_error:
         table["recon_mse"] = mse_all[~bad]
-    table["file_loc"] = source.catalog["file_loc"].astype(str).to_numpy()[~bad]
+    for column, values in image_locations(source.catalog).items():
+        table[column] = values[~bad]
     skipped = ids[bad].tolist()
     if skipped:
         shown = ", ".join(skipped[:5]) + (

@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from galclust.catalog.schema import _atomic_write
+from galclust.catalog.schema import atomic_write
 
 
 def save(figure: Figure, path: str | os.PathLike[str]) -> None:
@@ -26,7 +26,7 @@ def save(figure: Figure, path: str | os.PathLike[str]) -> None:
     def write(tmp: Path) -> None:
         figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
-    _atomic_write(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 def to_display(images: np.ndarray) -> np.ndarray:
@@ -84,6 +84,11 @@ def loss_curves(
         ax.plot(epochs, frame["train_loss"], "--", color=colour, alpha=0.7, label=train_label)
         val_label = "validation" if single else label
         ax.plot(epochs, frame["val_loss"], "-o", color=colour, ms=3, label=val_label)
+    later = [f.loc[f["epoch"] > 1, ["train_loss", "val_loss"]].to_numpy() for f in runs.values()]
+    later_values = np.concatenate([v.ravel() for v in later]) if later else np.array([])
+    later_values = later_values[np.isfinite(later_values) & (later_values > 0)]
+    if len(later_values) > 2:  # the first epoch's loss is far above: show where runs differ
+        ax.set_ylim(later_values.min() * 0.97, later_values.max() * 1.05)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (MSE + kld_weight x KL)")

@@ -86,3 +86,16 @@ def write_provenance(
 def now() -> datetime:
     """The current time in UTC, for ``started``."""
     return datetime.now(UTC)
+
+
+def is_lead() -> bool:
+    """True in the process of global rank 0: the one that checks and writes output folders.
+
+    Lightning starts the processes of other devices by running the same command again with
+    their rank in the environment; these variables are the ones Lightning reads, in its order.
+    """
+    for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        value = os.environ.get(name)
+        if value is not None:
+            return int(value) == 0
+    return True

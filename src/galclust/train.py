@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader, Sampler
 
 from galclust.catalog.schema import atomic_write_text, write_catalog
@@ -46,6 +47,7 @@ from galclust.exceptions import GalclustFileError, GalclustValueError
 from galclust.models.lightning import VAEModule
 from galclust.models.vae import check_image_size
 from galclust.plots import image_rows, loss_curves, metric_against
+from galclust.provenance import is_lead
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +176,9 @@ def make_loader(
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
         # a last batch of one image would break BatchNorm's training statistics
-        drop_last=shuffle_seed is not None and len(data) % batch_size == 1,
+        drop_last=shuffle_seed is not None
+        and len(data) > batch_size
+        and len(data) % batch_size == 1,
     )
 
 
@@ -190,6 +194,7 @@ class History(L.Callback):
         self.rows: list[dict[str, float]] = []
         self._started = time.perf_counter()
         self._trained: float | None = None
+        self._lr = math.nan
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
@@ -200,10 +205,17 @@ class History(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = time.perf_counter()
         self._trained = None
+        self._lr = float(trainer.optimizers[0].param_groups[0]["lr"])  # before the epoch's step
 
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.training and self._trained is None:
-            self._trained = time.perf_counter()  # training part of the epoch ends here
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        self._trained = time.perf_counter()  # the last one marks the end of training
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -213,7 +225,7 @@ class History(L.Callback):
         row = {
             "epoch": trainer.current_epoch + 1,
             **{name: metrics.get(name, math.nan) for name in _LOGGED},
-            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+            "lr": self._lr,
             "seconds": seconds,
             "images_per_s": self.train_count / training if training else math.nan,
             "skipped": metrics.get("train_skipped", 0.0) + metrics.get("val_skipped", 0.0),
@@ -317,11 +329,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 stream.flush()
                 os.fsync(stream.fileno())
             os.replace(tmp, path)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # torch's zip writer raises RuntimeError
             tmp.unlink(missing_ok=True)
+            why = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
             raise GalclustFileError(
-                f"cannot write checkpoint {path} ({exc.strerror or exc}); the previous "
-                "checkpoint is kept: free some space and run again with --resume"
+                f"cannot write checkpoint {path} ({why}); the previous checkpoint is kept: free "
+                "some space and run again with --resume"
             ) from exc
 
 
@@ -354,12 +367,47 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "32-true"
 
 
+def _trainer(
+    options: TrainOptions, precision: str, callbacks: list[L.Callback], run: Path, progress: bool
+) -> L.Trainer:
+    return L.Trainer(
+        max_epochs=options.epochs,
+        accelerator=options.accelerator,
+        devices=_devices(options.devices),
+        num_nodes=options.num_nodes,
+        precision=precision,  # type: ignore[arg-type]
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        logger=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=run,
+    )
+
+
 def _devices(devices: str) -> int | str | list[int]:
     if devices == "auto":
         return devices
-    if "," in devices:
-        return [int(d) for d in devices.split(",") if d]
-    return int(devices)
+    try:
+        if "," in devices:
+            return [int(d) for d in devices.split(",") if d]
+        return int(devices)
+    except ValueError:
+        raise GalclustValueError(
+            f"--devices {devices!r}: give a number, a list such as 0,1, or auto"
+        ) from None
+
+
+def _changed(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The model- and data-defining options that differ between two runs."""
+
+    def same(key: str) -> bool:
+        if key == "source":
+            return bool(Path(before[key]).resolve() == Path(now[key]).resolve())
+        return bool(before[key] == now[key])
+
+    return [k for k in _FIXED if k in before and not same(k)]
 
 
 def _check_run_folder(run: Path, options: TrainOptions) -> Path | None:
@@ -384,7 +432,7 @@ def _check_run_folder(run: Path, options: TrainOptions) -> Path | None:
         )
     if state is not None:
         before = state["options"]
-        changed = [k for k in _FIXED if k in before and before[k] != asdict(options)[k]]
+        changed = _changed(before, asdict(options))
         if changed:
             k = changed[0]
             raise GalclustValueError(
@@ -433,14 +481,20 @@ def train_vae(options: TrainOptions) -> TrainReport:
     check_image_size(size)
     options = replace(options, image_size=size)
     run = Path(options.output)
-    resume_from = _check_run_folder(run, options)
-    preprocess = (
-        Preprocess.from_dict(source.packed["preprocess"])
-        if source.packed is not None
-        else source.preprocess(size, options.mode, options.scaling, options.stretch)
-    )
+    if is_lead():
+        resume_from = _check_run_folder(run, options)
+    else:  # a process Lightning started for another device: rank 0 has checked the folder
+        last = run / "checkpoints" / "last.ckpt"
+        resume_from = last if options.resume and last.exists() else None
+    if resume_from is not None:  # exactly the preprocessing the run started with
+        hparams = torch.load(resume_from, map_location="cpu", weights_only=True)
+        preprocess = Preprocess.from_dict(hparams["hyper_parameters"]["preprocess"])
+    elif source.packed is not None:
+        preprocess = Preprocess.from_dict(source.packed["preprocess"])
+    else:
+        preprocess = source.preprocess(size, options.mode, options.scaling, options.stretch)
     train_rows, val_rows = split_rows(source, options.val_fraction, options.seed)
-    if not len(train_rows) or not len(val_rows):
+    if len(train_rows) < 2 or not len(val_rows):
         raise GalclustValueError(
             f"{options.source} has {len(source.catalog)} usable images: too few to split into "
             "training and validation sets"
@@ -450,10 +504,11 @@ def train_vae(options: TrainOptions) -> TrainReport:
     for data in (train_data, val_data):
         if hasattr(data, "channels"):
             data.channels = channels
+    state = {"options": asdict(options), "finished": False, "channels": channels}
     try:
         run.mkdir(parents=True, exist_ok=True)
-        state = {"options": asdict(options), "finished": False, "channels": channels}
-        atomic_write_text(run / RUN_FILE, json.dumps(state, indent=2) + "\n")
+        if is_lead():
+            atomic_write_text(run / RUN_FILE, json.dumps(state, indent=2) + "\n")
     except OSError as exc:
         raise GalclustFileError(f"cannot write in {run} ({exc.strerror})") from exc
 
@@ -488,20 +543,13 @@ def train_vae(options: TrainOptions) -> TrainReport:
     if not progress:
         callbacks.append(LogProgress())
     precision = resolve_precision(options.precision, options.accelerator)
-    trainer = L.Trainer(
-        max_epochs=options.epochs,
-        accelerator=options.accelerator,
-        devices=_devices(options.devices),
-        num_nodes=options.num_nodes,
-        precision=precision,  # type: ignore[arg-type]
-        callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
-        logger=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=run,
-    )
+    try:
+        trainer = _trainer(options, precision, callbacks, run, progress)
+    except (MisconfigurationException, ValueError, RuntimeError) as exc:
+        raise GalclustValueError(
+            f"--accelerator {options.accelerator} --devices {options.devices} --precision "
+            f"{precision}: {str(exc).splitlines()[0]}"
+        ) from exc
     log.info(
         "training a %d-d VAE on %d galaxies (%d validation), %d px, %d channels, %s on %s",
         options.latent_dim,
@@ -593,15 +641,19 @@ def sweep(options: TrainOptions, latent_dims: Sequence[int]) -> SweepReport:
         log.info("sweep: latent size %d -> %s", dim, run)
         state_file = run / RUN_FILE
         state = json.loads(state_file.read_text()) if state_file.is_file() else None
+        wanted = asdict(replace(options, latent_dim=dim))
         done = (
             state is not None
             and state.get("finished")
             and state["options"].get("epochs") == options.epochs
+            and not _changed(state["options"], wanted)
         )
         if done and not options.overwrite:
             reports[dim] = _finished_report(run)
             continue
         reports[dim] = train_vae(replace(options, output=str(run), latent_dim=dim, resume=True))
+    if not is_lead():
+        return SweepReport(out, {}, reports)
     curves = {f"latent {d}": r.metrics for d, r in reports.items()}
     loss_curves(curves, out / "loss_curves.png", title="VAE loss by latent size")
     final = {d: float(r.metrics["val_loss"].iloc[-1]) for d, r in reports.items()}

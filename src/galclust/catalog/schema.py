@@ -200,7 +200,7 @@ def validate_catalog(frame: pd.DataFrame, *, source: str = "catalog") -> None:
         )
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -220,7 +220,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     def write(tmp: Path) -> None:
         tmp.write_text(text, encoding="utf-8")
 
-    _atomic_write(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 def write_catalog(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
@@ -248,4 +248,4 @@ def write_catalog(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
                     plain[column] = plain[column].fillna(-1).astype("int64")
             Table.from_pandas(plain).write(tmp, format="fits", overwrite=True)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)

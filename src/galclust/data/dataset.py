@@ -12,6 +12,7 @@ A data source is one of:
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,8 +26,10 @@ from torch.utils.data import Dataset
 
 from galclust.catalog.readers import format_from_name, read_pixels
 from galclust.catalog.schema import read_catalog
-from galclust.data.transforms import Preprocess, asinh_scale, fit_to_size
+from galclust.data.transforms import Preprocess, asinh_scale, finite_pixels, fit_to_size
 from galclust.exceptions import GalclustFileError, GalclustValueError
+
+log = logging.getLogger(__name__)
 
 PACK_FILE = "pack.json"
 DEFAULT_IMAGE_SIZE = 256
@@ -96,9 +99,14 @@ class Source:
         picks = np.unique(np.linspace(0, len(data) - 1, min(256, len(data))).astype(int))
         scales = []
         for i in picks:
-            pixels = data.pixels(int(i))
-            if pixels.dtype.kind == "f" and np.isfinite(pixels).any():
-                scales.append(asinh_scale(fit_to_size(pixels, size, mode=mode)))
+            try:
+                pixels = finite_pixels(data.pixels(int(i)))
+            except (OSError, ValueError):
+                continue
+            if pixels is not None and pixels.dtype.kind == "f":
+                scale = asinh_scale(fit_to_size(pixels, size, mode=mode))
+                if np.isfinite(scale).all():
+                    scales.append(scale)
         if not scales:  # 8-bit images: nothing to stretch
             return Preprocess(size, mode, scaling)
         a, b = np.median(np.array(scales), axis=0)
@@ -205,7 +213,12 @@ class ImageDataset(Dataset[torch.Tensor]):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         assert self.preprocess is not None, "ImageDataset needs a Preprocess for images"
-        pixels = self.pixels(i)
+        try:
+            pixels = self.pixels(i)
+        except (OSError, ValueError, EOFError) as exc:  # changed since the scan: skip, count
+            log.warning("cannot read %s (%s); skipped", self.locs[i], exc)
+            size = self.preprocess.image_size
+            return torch.full((self.channels or 1, size, size), float("nan"))
         if self.channels is not None and pixels.shape[0] != self.channels:
             raise GalclustValueError(
                 f"{self.locs[i]} has {pixels.shape[0]} channels, the others {self.channels}; "

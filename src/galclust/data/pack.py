@@ -128,7 +128,9 @@ def pack(options: PackOptions) -> PackReport:
         raise GalclustValueError(f"--workers {options.workers} must be at least 1")
     source = open_source(options.source)
     if source.packed is not None:
-        raise GalclustValueError(f"{options.source} is already a packed store")
+        raise GalclustValueError(
+            f"{options.source} is already a packed store; train or embed from it directly"
+        )
     channels = source.channels()
     size = options.image_size or source.default_image_size()
     preprocess = source.preprocess(size, options.mode, options.scaling, options.stretch)
@@ -140,6 +142,12 @@ def pack(options: PackOptions) -> PackReport:
         first = ImageDataset(source.catalog.head(1), None).pixels(0)
         dtype = "uint8" if first.dtype == np.uint8 else "float16"
     out = Path(options.output)
+    foreign = (out / "catalog.parquet").exists() or (out / "images.npy").exists()
+    if foreign and not (out / PACK_FILE).exists() and not (out / ".pack-progress.json").exists():
+        raise GalclustFileError(
+            f"{out} holds a catalog or images.npy that galclust pack did not write (a "
+            "simulation?); choose another -o"
+        )
     if (out / PACK_FILE).exists() and not options.overwrite:
         raise GalclustFileError(
             f"{out} already holds a packed store; choose another -o or pass --overwrite"
@@ -149,7 +157,8 @@ def pack(options: PackOptions) -> PackReport:
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / PACK_FILE).unlink(missing_ok=True)  # the last file written marks "done"
-        settings = asdict(options) | {"image_size": size, "dtype": dtype, "n": n}
+        ids = int(pd.util.hash_pandas_object(catalog["id_str"].astype(str), index=False).sum())
+        settings = asdict(options) | {"image_size": size, "dtype": dtype, "n": n, "ids": ids}
         images, done, skipped = _open_partial(out, settings, (n, channels, size, size), dtype)
         starts = [s for s in range(0, n, _CHUNK) if s >= done]
         work = functools.partial(_pack_chunk, preprocess=preprocess, dtype=dtype, channels=channels)
@@ -174,6 +183,8 @@ def pack(options: PackOptions) -> PackReport:
         kept = catalog[~catalog["id_str"].astype(str).isin(skipped)].copy()
         index = np.flatnonzero(~catalog["id_str"].astype(str).isin(skipped).to_numpy())
         kept["source_loc"] = kept["file_loc"].astype(str)
+        if "image_index" in kept:  # a simulation: where in its images.npy
+            kept["source_index"] = kept["image_index"]
         kept["file_loc"] = "images.npy"
         kept["image_index"] = index
         write_catalog(kept.reset_index(drop=True), out / "catalog.parquet")

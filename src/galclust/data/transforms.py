@@ -117,7 +117,7 @@ class Preprocess:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """(C, H, W) pixels of any type -> (C, image_size, image_size) float32 in [-1, 1]."""
-        finite = _finite(image)
+        finite = finite_pixels(image)
         if finite is None:
             return np.full((image.shape[0], self.image_size, self.image_size), np.nan, np.float32)
         fitted = fit_to_size(finite, self.image_size, mode=self.mode)
@@ -153,7 +153,7 @@ class Preprocess:
         )
 
 
-def _finite(image: np.ndarray) -> np.ndarray | None:
+def finite_pixels(image: np.ndarray) -> np.ndarray | None:
     """``image`` with non-finite pixels set to their channel's finite median; None if none is."""
     if image.dtype.kind != "f":
         return image
