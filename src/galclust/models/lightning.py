@@ -105,7 +105,14 @@ class VAEModule(L.LightningModule):
         skipped = int((~keep).sum())
         if skipped:
             images = images[keep]
-        self.log(f"{stage}_skipped", float(skipped), on_step=False, on_epoch=True, reduce_fx="sum")
+        self.log(
+            f"{stage}_skipped",
+            float(skipped),
+            on_step=False,
+            on_epoch=True,
+            reduce_fx="sum",
+            sync_dist=True,
+        )
         if not len(images):
             return None
         if stage == "train" and self.augment:
@@ -123,7 +130,7 @@ class VAEModule(L.LightningModule):
             on_epoch=True,
             prog_bar=stage == "val",
             batch_size=images.shape[0],
-            sync_dist=stage == "val",
+            sync_dist=True,  # reduced once per epoch: every device's share counts
         )
         return losses["loss"]
 
