@@ -119,7 +119,7 @@ def run_demo(output: str | Path, *, quick: bool = False, seed: int = 0) -> Path:
         source=str(out / "catalog.parquet"),
         output=str(out / "vae"),
         latent_dim=8,
-        epochs=3 if quick else 15,
+        epochs=3 if quick else 10,
         batch_size=32,
         workers=0,
         seed=seed,
@@ -135,7 +135,10 @@ def run_demo(output: str | Path, *, quick: bool = False, seed: int = 0) -> Path:
     t0 = time.perf_counter()
     started = now()
     checkpoint = out / "vae" / "checkpoints" / "best.ckpt"
-    _, embedded = embed(checkpoint, out / "catalog.parquet", out / "latents.parquet", workers=0)
+    # orientation-averaged latents: the groups should be shapes, not position angles
+    _, embedded = embed(
+        checkpoint, out / "catalog.parquet", out / "latents.parquet", workers=0, invariant=True
+    )
     write_provenance(
         out / "latents.parquet",
         command="embed",
