@@ -143,6 +143,8 @@ def test_cluster_command_writes_tables_figures_and_scores(
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["k"] == 3 and len(summary["scores_per_k"]) == 5
+    assert [c["cluster"] for c in summary["clusters"]] == [0, 1, 2]
+    assert all(0 <= c["mean_confidence"] <= 1 for c in summary["clusters"])
     assert summary["label_counts"] == {"labelled": 290, "missing_label": 10, "not_in_labels": 0}
     scores = summary["label_scores"]
     assert scores["galclust"]["ari"] > 0.95 and "pixel_baseline" in scores

@@ -269,6 +269,7 @@ def cluster_latents(options: ClusterOptions) -> ClusterReport:
         "choice": model.choice_,
         "scores_per_k": model.scores_.to_dict(orient="records"),
         "sizes": {str(c): int(n) for c, n in result["cluster"].value_counts().sort_index().items()},
+        "clusters": per_cluster(result),
         "outliers": int(result["is_outlier"].sum()),
         "unclassified": int((result["cluster"] == UNCLASSIFIED).sum()),
         "galaxies": len(result),
@@ -281,6 +282,21 @@ def cluster_latents(options: ClusterOptions) -> ClusterReport:
         summary["label_counts"] = label_counts
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
     return ClusterReport(out, model, result, summary)
+
+
+def per_cluster(result: pd.DataFrame) -> list[dict[str, Any]]:
+    """Size, mean and lowest-decile confidence, and outlier share of each cluster (-1 included)."""
+    groups = result.groupby("cluster")
+    return [
+        {
+            "cluster": int(str(c)),
+            "size": len(g),
+            "mean_confidence": float(g["confidence"].mean()),
+            "confidence_p10": float(g["confidence"].quantile(0.1)),
+            "outlier_share": float(g["is_outlier"].mean()),
+        }
+        for c, g in groups
+    ]
 
 
 def _dump(model: AutoCluster, path: Path) -> None:
