@@ -181,12 +181,11 @@ def embed(
             f"than the model was trained with ({preprocess.to_dict()}); pack again with the "
             "training settings or embed the catalog itself"
         )
-    data = source.dataset(preprocess)
-    if hasattr(data, "channels"):
-        data.channels = channels
+    data = source.dataset(preprocess, channels=channels)
     device = _device(accelerator)
-    chosen = resolve_precision("auto" if precision == "auto" else "32-true", device.type)
-    use_bf16 = precision == "bf16" or chosen.startswith("bf16")
+    use_bf16 = precision == "bf16" or (
+        precision == "auto" and resolve_precision("auto", device.type).startswith("bf16")
+    )
     # inference in bfloat16 weights outright: no per-batch casts as under autocast
     dtype = torch.bfloat16 if use_bf16 else torch.float32
     model = fused(module).to(device, dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]

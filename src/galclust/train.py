@@ -486,9 +486,12 @@ def train_vae(options: TrainOptions) -> TrainReport:
     else:  # a process Lightning started for another device: rank 0 has checked the folder
         last = run / "checkpoints" / "last.ckpt"
         resume_from = last if options.resume and last.exists() else None
+    resumed_from = 0
     if resume_from is not None:  # exactly the preprocessing the run started with
-        hparams = torch.load(resume_from, map_location="cpu", weights_only=True)
-        preprocess = Preprocess.from_dict(hparams["hyper_parameters"]["preprocess"])
+        resumed = torch.load(resume_from, map_location="cpu", weights_only=True)
+        preprocess = Preprocess.from_dict(resumed["hyper_parameters"]["preprocess"])
+        resumed_from = int(resumed["epoch"]) + 1
+        del resumed
     elif source.packed is not None:
         preprocess = Preprocess.from_dict(source.packed["preprocess"])
     else:
@@ -499,11 +502,8 @@ def train_vae(options: TrainOptions) -> TrainReport:
             f"{options.source} has {len(source.catalog)} usable images: too few to split into "
             "training and validation sets"
         )
-    train_data = source.dataset(preprocess, train_rows)
-    val_data = source.dataset(preprocess, val_rows)
-    for data in (train_data, val_data):
-        if hasattr(data, "channels"):
-            data.channels = channels
+    train_data = source.dataset(preprocess, train_rows, channels=channels)
+    val_data = source.dataset(preprocess, val_rows, channels=channels)
     state = {"options": asdict(options), "finished": False, "channels": channels}
     try:
         run.mkdir(parents=True, exist_ok=True)
@@ -560,11 +560,6 @@ def train_vae(options: TrainOptions) -> TrainReport:
         precision,
         trainer.accelerator.__class__.__name__.replace("Accelerator", ""),
     )
-    resumed_from = 0
-    if resume_from is not None:
-        resumed_from = int(
-            torch.load(resume_from, map_location="cpu", weights_only=True)["epoch"] + 1
-        )
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)")

@@ -112,11 +112,16 @@ class Source:
         a, b = np.median(np.array(scales), axis=0)
         return Preprocess(size, mode, scaling, (float(a), float(b)))
 
-    def dataset(self, preprocess: Preprocess, rows: np.ndarray | None = None) -> GalaxyData:
-        """The images of ``rows`` (all by default) as network inputs."""
+    def dataset(
+        self, preprocess: Preprocess, rows: np.ndarray | None = None, *, channels: int | None = None
+    ) -> GalaxyData:
+        """The images of ``rows`` (all by default) as network inputs; with ``channels``, an
+        image file with another channel count is a clear error."""
         catalog = self.catalog if rows is None else self.catalog.iloc[rows]
         if self.packed is None:
-            return ImageDataset(catalog, preprocess)
+            data = ImageDataset(catalog, preprocess)
+            data.channels = channels
+            return data
         stored = Preprocess.from_dict(self.packed["preprocess"])
         if stored.image_size != preprocess.image_size:
             raise GalclustValueError(
