@@ -17,7 +17,7 @@ from galclust.cli import main
 from galclust.data.dataset import ImageDataset, PackedDataset, open_source
 from galclust.data.pack import PackOptions, pack
 from galclust.data.transforms import Preprocess
-from galclust.embed import embed, fused, load_vae
+from galclust.embed import embed, fused, load_model
 from galclust.exceptions import GalclustFileError, GalclustValueError
 from galclust.train import TrainOptions, train_vae
 
@@ -57,7 +57,7 @@ def test_embed_writes_latents_in_catalog_order(
     assert list(written["id_str"]) == list(open_source(pngs).catalog["id_str"])
     assert report.count == 40 and np.isfinite(written[[*latent, "recon_mse"]]).all().all()
     # the latent mean is what the model's encoder gives for the training preprocessing
-    module = load_vae(checkpoint)
+    module = load_model(checkpoint)
     data = ImageDataset(open_source(pngs).catalog.head(3), Preprocess(32))
     with torch.no_grad():
         mu = module.model.encode(torch.stack([data[i] for i in range(3)]))[0].numpy()
@@ -65,7 +65,7 @@ def test_embed_writes_latents_in_catalog_order(
 
 
 def test_fused_network_matches_the_trained_one(checkpoint: Path) -> None:
-    module = load_vae(checkpoint)
+    module = load_model(checkpoint)
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         mu, _ = module.model.encode(x)
@@ -97,18 +97,18 @@ def test_bad_checkpoints(checkpoint: Path, pngs: Path, tmp_path: Path) -> None:
     truncated = tmp_path / "cut.ckpt"
     truncated.write_bytes(checkpoint.read_bytes()[:5000])
     with pytest.raises(GalclustFileError, match="not a readable checkpoint"):
-        load_vae(truncated)
+        load_model(truncated)
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}, "epoch": 3}, other)
-    with pytest.raises(GalclustValueError, match="not a galclust VAE checkpoint"):
-        load_vae(other)
+    with pytest.raises(GalclustValueError, match="not a galclust model checkpoint"):
+        load_model(other)
     changed = torch.load(checkpoint, weights_only=True)
     changed["hyper_parameters"]["latent_dim"] = 9
     torch.save(changed, tmp_path / "arch.ckpt")
     with pytest.raises(GalclustValueError, match="weights of another architecture"):
-        load_vae(tmp_path / "arch.ckpt")
+        load_model(tmp_path / "arch.ckpt")
     with pytest.raises(GalclustFileError, match="not found"):
-        load_vae(tmp_path / "missing.ckpt")
+        load_model(tmp_path / "missing.ckpt")
 
 
 def test_embed_other_channels_is_refused(checkpoint: Path, tmp_path: Path) -> None:

@@ -28,8 +28,22 @@ and reconstructions.png.
 """
 
 
-def _add_training_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``train vae`` and ``sweep``."""
+def _add_vae_options(p: argparse.ArgumentParser) -> None:
+    """Options of ``train vae`` and ``sweep``."""
+    _add_training_options(p, frame="field", batch_size=64)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    p.add_argument(
+        "--kld-weight", type=float, default=1e-3,
+        help="weight of the KL term against the per-pixel MSE (default: 1e-3)",
+    )  # fmt: skip
+    p.add_argument(
+        "--plot-every", type=int, default=5, metavar="N",
+        help="write a reconstruction grid every N epochs (default: %(default)s)",
+    )  # fmt: skip
+
+
+def _add_training_options(p: argparse.ArgumentParser, *, frame: str, batch_size: int) -> None:
+    """Options shared by every training command."""
     p.add_argument("data", metavar="DATA", help="catalog, simulate folder or packed store")
     p.add_argument(
         "--image-size", type=int, metavar="PX",
@@ -37,12 +51,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         "share one that is, else 256)",
     )  # fmt: skip
     p.add_argument("--epochs", type=int, default=100, help="epochs (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    p.add_argument(
-        "--kld-weight", type=float, default=1e-3,
-        help="weight of the KL term against the per-pixel MSE (default: 1e-3)",
-    )  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=batch_size, help="default: %(default)s")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument(
         "--val-fraction", type=float, default=0.1,
@@ -59,6 +68,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         help="to [-1, 1]: auto = uint8 for 8-bit images, asinh for float ones",
     )  # fmt: skip
     _add_stretch(p)
+    _add_frame(p, frame)
     _add_workers(p, "data-loading processes")
     p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default)")
     p.add_argument("--devices", default="auto", help="number or list of devices (default: auto)")
@@ -66,10 +76,6 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision", default="auto",
         help="auto (bf16-mixed where fast, else 32-true), 32-true, bf16-mixed, 16-mixed",
-    )  # fmt: skip
-    p.add_argument(
-        "--plot-every", type=int, default=5, metavar="N",
-        help="write a reconstruction grid every N epochs (default: %(default)s)",
     )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace what is in the folder")
 
@@ -79,6 +85,22 @@ def _add_stretch(p: argparse.ArgumentParser) -> None:
         "--stretch", choices=("image", "dataset"), default="image",
         help="arcsinh scale of float images measured per image (default) or once for the "
         "dataset, keeping brightness differences",
+    )  # fmt: skip
+
+
+def _add_frame(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument(
+        "--frame", choices=("field", "galaxy"), default=default,
+        help="field: the cutout as it is; galaxy: centre and crop on the galaxy, neighbours "
+        "replaced by sky, scaled by its own brightness (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--extent", type=float, default=1.5,
+        help="galaxy frame: half-side of the crop in 90%%-light radii (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-align", action="store_true",
+        help="galaxy frame: keep the orientation (default: major axis turned horizontal)",
     )  # fmt: skip
 
 
@@ -92,19 +114,20 @@ def _train_options(args: argparse.Namespace, **extra: object) -> TrainOptions:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
-        kld_weight=args.kld_weight,
         seed=args.seed,
         val_fraction=args.val_fraction,
         augment=not args.no_augment,
         mode=args.resize_mode,
         scaling=args.scaling,
         stretch=args.stretch,
+        frame=args.frame,
+        extent=args.extent,
+        align=not args.no_align,
         workers=args.workers,
         accelerator=args.accelerator,
         devices=args.devices,
         num_nodes=args.num_nodes,
         precision=args.precision,
-        plot_every=args.plot_every,
         overwrite=args.overwrite,
         **extra,  # type: ignore[arg-type]
     )
@@ -113,7 +136,7 @@ def _train_options(args: argparse.Namespace, **extra: object) -> TrainOptions:
 def add_train(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = sub.add_parser(
         "train",
-        help="train a model (vae: the reference VAE)",
+        help="train a model (vae: the reference VAE; contrastive: the morphology encoder)",
         description="Train a model on a catalog, a simulation or a packed store.",
     )
     train_sub = p.add_subparsers(dest="train_command", metavar="MODEL", required=True)
@@ -125,27 +148,75 @@ def add_train(sub: argparse._SubParsersAction[_Parser]) -> None:
         epilog=_EPILOG_TRAIN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_training_options(vae)
+    _add_vae_options(vae)
     vae.add_argument("-o", "--output", default="runs/vae", metavar="RUN", help="run folder")
     vae.add_argument("--latent-dim", type=int, default=35, help="latent size (default: 35)")
     vae.add_argument(
         "--resume", action="store_true",
         help="continue the run in RUN from its last checkpoint (exactly where it stopped)",
     )  # fmt: skip
-    vae.set_defaults(run=_run_train_vae)
+    vae.set_defaults(run=_run_train)
+    contrastive = train_sub.add_parser(
+        "contrastive",
+        help="a self-supervised contrastive encoder (SimCLR) for morphology",
+        description="Train a small residual CNN with SimCLR's contrastive loss: two random "
+        "views of each galaxy (any rotation, flips, +-20%% zoom, small shifts, blur, "
+        "brightness, colour and noise) must be recognised as the same galaxy among the batch. "
+        "By default images are framed on their galaxy first (--frame galaxy).",
+        epilog=_EPILOG_CONTRASTIVE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_training_options(contrastive, frame="galaxy", batch_size=128)
+    contrastive.add_argument(
+        "--lr", type=float, default=2e-3,
+        help="AdamW learning rate, x 0.97 every epoch (default: %(default)s)",
+    )  # fmt: skip
+    contrastive.add_argument(
+        "--temperature", type=float, default=0.2,
+        help="of the contrastive loss (default: %(default)s)",
+    )  # fmt: skip
+    contrastive.add_argument(
+        "-o", "--output", default="runs/contrastive", metavar="RUN", help="run folder"
+    )
+    contrastive.add_argument(
+        "--latent-dim", type=int, default=32, help="representation size (default: 32)"
+    )
+    contrastive.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in RUN from its last checkpoint (exactly where it stopped)",
+    )  # fmt: skip
+    contrastive.set_defaults(run=_run_train)
 
 
-def _run_train_vae(args: argparse.Namespace) -> int:
+_EPILOG_CONTRASTIVE = """\
+examples:
+  galclust train contrastive catalog.parquet -o runs/simclr --epochs 100
+  galclust embed runs/simclr/checkpoints/best.ckpt catalog.parquet -o latents.parquet
+  galclust cluster latents.parquet -o clusters/
+
+Network input: 64 px by default (--image-size). The run folder gets checkpoints/best.ckpt and
+last.ckpt, metrics.csv (loss and pair_accuracy: how often a view's nearest neighbour in the
+batch is the other view of its galaxy), loss.png and views.png (what the augmentations do).
+"""
+
+
+def _run_train(args: argparse.Namespace) -> int:
     from galclust.provenance import now
     from galclust.train import train_vae
 
     started = now()
-    options = _train_options(args, latent_dim=args.latent_dim, resume=args.resume)
+    model = args.train_command
+    extra: dict[str, object] = {"model": model, "latent_dim": args.latent_dim}
+    if model == "vae":
+        extra |= {"kld_weight": args.kld_weight, "plot_every": args.plot_every}
+    else:
+        extra |= {"temperature": args.temperature}
+    options = _train_options(args, resume=args.resume, **extra)
     report = train_vae(options)
     print(report.summary())
     _wrote(
         args.output,
-        "train vae",
+        f"train {model}",
         options,
         started,
         {"best_val_loss": report.best_val_loss, "epochs": report.epochs},
@@ -165,7 +236,7 @@ def add_sweep(sub: argparse._SubParsersAction[_Parser]) -> None:
         "-o runs/sweep",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_training_options(p)
+    _add_vae_options(p)
     p.add_argument("-o", "--output", default="runs/sweep", metavar="DIR", help="sweep folder")
     p.add_argument(
         "--latent-dims", type=_ints, default=(2, 8, 16, 35, 64), metavar="D,D",
@@ -186,7 +257,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
     from galclust.train import sweep
 
     started = now()
-    options = _train_options(args)
+    options = _train_options(args, kld_weight=args.kld_weight, plot_every=args.plot_every)
     report = sweep(options, args.latent_dims)
     print(report.summary())
     _wrote(args.output, "sweep", options, started, {"final_val_loss": report.final_val_loss})
@@ -264,7 +335,7 @@ def add_pack(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("-o", "--output", required=True, metavar="STORE", help="store folder")
     p.add_argument(
         "--image-size", type=int, metavar="PX",
-        help="stored size, a multiple of 32 (default: as galclust train vae)",
+        help="stored size: a multiple of 32 for the VAE (default: as galclust train vae)",
     )  # fmt: skip
     p.add_argument(
         "--dtype", choices=DTYPES, default="auto",
@@ -273,6 +344,7 @@ def add_pack(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--resize-mode", choices=("crop", "resize"), default="crop")
     p.add_argument("--scaling", choices=("auto", "uint8", "asinh"), default="auto")
     _add_stretch(p)
+    _add_frame(p, "field")
     _add_workers(p, "processes decoding images")
     p.add_argument("--overwrite", action="store_true", help="replace a finished store")
     p.set_defaults(run=_run_pack)
@@ -291,6 +363,9 @@ def _run_pack(args: argparse.Namespace) -> int:
         mode=args.resize_mode,
         scaling=args.scaling,
         stretch=args.stretch,
+        frame=args.frame,
+        extent=args.extent,
+        align=not args.no_align,
         workers=args.workers,
         overwrite=args.overwrite,
     )

@@ -1,8 +1,10 @@
-"""``galclust embed``: the latent vector of every galaxy, from a trained VAE checkpoint.
+"""``galclust embed``: the latent vector of every galaxy, from a trained VAE or contrastive
+encoder checkpoint.
 
-The output table has one row per galaxy: ``id_str``, ``z_0 .. z_{d-1}`` (the latent mean mu),
-``logvar_mean`` (the mean log variance: how unsure the encoder is), ``recon_mse`` (the
-reconstruction error from mu, large for unusual galaxies and artefacts) and where the image is
+The output table has one row per galaxy: ``id_str``, ``z_0 .. z_{d-1}`` (the VAE's latent mean
+mu, or the contrastive encoder's representation), for a VAE ``logvar_mean`` (the mean log
+variance: how unsure the encoder is) and ``recon_mse`` (the reconstruction error from mu, large
+for unusual galaxies and artefacts), and where the image is
 (``file_loc``, with ``image_index``, ``format`` and ``hdu`` when the source has them).
 Images are prepared exactly as in training (the checkpoint stores the preprocessing).
 ``invariant`` averages mu over the 8 flips and quarter turns of each galaxy, so that
@@ -31,14 +33,16 @@ from galclust.catalog.schema import write_catalog
 from galclust.data.dataset import open_source
 from galclust.data.transforms import Preprocess, symmetry, usable
 from galclust.exceptions import GalclustFileError, GalclustValueError
+from galclust.models import contrastive
+from galclust.models.contrastive import ContrastiveModule
 from galclust.models.lightning import CHECKPOINT_KIND, VAEModule
 from galclust.progress import Progress
 
 log = logging.getLogger(__name__)
 
 
-def load_vae(path: str | os.PathLike[str]) -> VAEModule:
-    """A trained VAE from a galclust checkpoint, in eval mode on the CPU.
+def load_model(path: str | os.PathLike[str]) -> VAEModule | ContrastiveModule:
+    """A trained VAE or contrastive encoder from a galclust checkpoint, in eval mode on the CPU.
 
     Loaded with ``weights_only=True`` (no code in the file is run).
 
@@ -60,13 +64,17 @@ def load_vae(path: str | os.PathLike[str]) -> VAEModule:
             f"{str(exc).splitlines()[0][:120]}); use another, e.g. checkpoints/last.ckpt"
         ) from exc
     kind = checkpoint.get("galclust", {}).get("kind") if isinstance(checkpoint, dict) else None
-    if kind != CHECKPOINT_KIND or "hyper_parameters" not in checkpoint:
+    kinds: dict[str, type[VAEModule] | type[ContrastiveModule]] = {
+        CHECKPOINT_KIND: VAEModule,
+        contrastive.CHECKPOINT_KIND: ContrastiveModule,
+    }
+    if kind not in kinds or "hyper_parameters" not in checkpoint:
         raise GalclustValueError(
-            f"{path} is not a galclust VAE checkpoint; give one written by galclust train vae"
+            f"{path} is not a galclust model checkpoint; give one written by galclust train"
         )
     hparams: dict[str, Any] = dict(checkpoint["hyper_parameters"])
     try:
-        module = VAEModule(**hparams)
+        module = kinds[kind](**hparams)
         module.load_state_dict(checkpoint["state_dict"], strict=True)
     except (TypeError, RuntimeError) as exc:
         raise GalclustValueError(
@@ -76,7 +84,7 @@ def load_vae(path: str | os.PathLike[str]) -> VAEModule:
     return module.eval()
 
 
-def fused(module: VAEModule) -> nn.Module:
+def fused(module: VAEModule | ContrastiveModule) -> nn.Module:
     """A copy of the network for inference with each BatchNorm folded into its convolution."""
     import copy
 
@@ -131,6 +139,16 @@ class EmbedReport:
         )
 
 
+def _encode(
+    model: nn.Module, images: torch.Tensor, is_vae: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(latent, log variance) of a VAE, (representation, None) of a contrastive encoder."""
+    if is_vae:
+        mu, logvar = model.encode(images)  # type: ignore[operator]
+        return mu.float(), logvar.float()
+    return model(images).float(), None
+
+
 def _device(accelerator: str) -> torch.device:
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return torch.device("cuda")
@@ -156,8 +174,8 @@ def embed(
     Parameters
     ----------
     recon_error : bool
-        Also run the decoder for ``recon_mse`` (about 3x the cost of the latents alone at
-        256 px on a CPU).
+        Also run the VAE's decoder for ``recon_mse`` (about 3x the cost of the latents alone at
+        256 px on a CPU); a contrastive encoder has none.
     precision : {"auto", "bf16", "32"}
         ``auto`` uses bfloat16 autocast where the hardware does it fast.
     """
@@ -166,7 +184,9 @@ def embed(
     start = time.perf_counter()
     if batch_size < 1:
         raise GalclustValueError(f"--batch-size {batch_size} must be at least 1")
-    module = load_vae(checkpoint)
+    module = load_model(checkpoint)
+    is_vae = isinstance(module, VAEModule)
+    recon_error = recon_error and is_vae
     preprocess = Preprocess.from_dict(module.hparams["preprocess"])
     source = open_source(source_path)
     channels = source.channels()
@@ -209,15 +229,16 @@ def embed(
                     progress.update(len(batch))
                     continue
                 images = images.contiguous(memory_format=torch.channels_last)
-                mu, logvar = (t.float() for t in model.encode(images))
+                mu, logvar = _encode(model, images, is_vae)
                 plain = mu  # the reconstruction error is that of the image as it is
                 if invariant:
                     for s in range(1, 8):
-                        mu = mu + model.encode(symmetry(images, s))[0].float()
+                        mu = mu + _encode(model, symmetry(images, s), is_vae)[0]
                     mu = mu / 8
                 picked = keep.numpy()
                 mu_all[rows][picked] = mu.cpu().numpy()
-                logvar_all[rows][picked] = logvar.mean(1).cpu().numpy()
+                if logvar is not None:
+                    logvar_all[rows][picked] = logvar.mean(1).cpu().numpy()
                 if recon_error:
                     recon = model.decode(plain.to(dtype)).float()
                     err = (recon - images.float()).pow(2).flatten(1).mean(1)
@@ -230,7 +251,8 @@ def embed(
     bad = np.isnan(mu_all[:, 0])
     table = pd.DataFrame(mu_all[~bad], columns=[f"z_{i}" for i in range(latent)])
     table.insert(0, "id_str", ids[~bad])
-    table["logvar_mean"] = logvar_all[~bad]
+    if is_vae:
+        table["logvar_mean"] = logvar_all[~bad]
     if recon_error:
         table["recon_mse"] = mse_all[~bad]
     for column, values in image_locations(source.catalog).items():

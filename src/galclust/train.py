@@ -1,4 +1,5 @@
-"""``galclust train vae`` and ``galclust sweep``: train the reference VAE with Lightning.
+"""``galclust train vae|contrastive`` and ``galclust sweep``: train the reference VAE or the
+contrastive encoder with Lightning.
 
 A run folder holds::
 
@@ -8,6 +9,7 @@ A run folder holds::
     loss.png                  training and validation loss against epoch
     reconstructions.png       fixed validation galaxies (top) above their reconstructions
     reconstructions/epoch_NNNN.png   the same, every few epochs
+    views.png                 (contrastive) validation galaxies above random training views
     run.json                  the options and whether the run finished
     provenance.json
 
@@ -41,9 +43,18 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader, Sampler
 
 from galclust.catalog.schema import atomic_write_text, write_catalog
-from galclust.data.dataset import GalaxyData, Source, collate, open_source
+from galclust.data.augment import galaxy_views
+from galclust.data.dataset import (
+    GalaxyData,
+    ImageDataset,
+    Source,
+    collate,
+    open_source,
+    preload,
+)
 from galclust.data.transforms import Preprocess
 from galclust.exceptions import GalclustFileError, GalclustValueError
+from galclust.models.contrastive import ContrastiveModule
 from galclust.models.lightning import VAEModule
 from galclust.models.vae import check_image_size
 from galclust.plots import image_rows, loss_curves, metric_against
@@ -53,10 +64,14 @@ log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 #: Options that define the model and data of a run: a resumed run must keep them.
-_FIXED = ("source", "latent_dim", "image_size", "kld_weight", "lr", "seed", "val_fraction",
-          "augment", "mode", "scaling", "stretch", "batch_size")  # fmt: skip
+_FIXED = ("source", "model", "latent_dim", "image_size", "kld_weight", "temperature", "lr",
+          "seed", "val_fraction", "augment", "mode", "scaling", "stretch", "frame", "extent",
+          "align", "batch_size")  # fmt: skip
+MODELS = ("vae", "contrastive")
+CONTRASTIVE_SIZE = 64  # default input of the contrastive encoder, pixels
+_PRELOAD_BYTES = 2 * 1024**3  # framed images are prepared once and held in memory up to this
 _GRID = 8  # galaxies in the reconstruction figures
-_LOGGED = tuple(f"{stage}_{name}" for stage in ("train", "val") for name in ("loss", "mse", "kld"))
+_METRICS = {"vae": ("loss", "mse", "kld"), "contrastive": ("loss", "pair_accuracy")}
 
 
 @dataclass(frozen=True)
@@ -65,18 +80,23 @@ class TrainOptions:
 
     source: str
     output: str
+    model: str = "vae"  # or "contrastive"
     latent_dim: int = 35
     image_size: int | None = None
     epochs: int = 100
     batch_size: int = 64
     lr: float = 1e-3
     kld_weight: float = 1e-3
+    temperature: float = 0.2  # contrastive only
     seed: int = 0
     val_fraction: float = 0.1
     augment: bool = True
     mode: str = "crop"
     scaling: str = "auto"
     stretch: str = "image"
+    frame: str = "field"
+    extent: float = 1.5
+    align: bool = True
     workers: int = 2
     accelerator: str = "auto"
     devices: str = "auto"
@@ -188,9 +208,10 @@ def make_loader(
 class History(L.Callback):
     """One row per epoch in ``metrics.csv`` and ``loss.png``; kept in checkpoints for resuming."""
 
-    def __init__(self, run: Path, train_count: int) -> None:
+    def __init__(self, run: Path, train_count: int, metrics: Sequence[str]) -> None:
         self.run = run
         self.train_count = train_count
+        self.logged = [f"{stage}_{name}" for stage in ("train", "val") for name in metrics]
         self.rows: list[dict[str, float]] = []
         self._started = time.perf_counter()
         self._trained: float | None = None
@@ -224,7 +245,7 @@ class History(L.Callback):
         training = (self._trained or now) - self._started
         row = {
             "epoch": trainer.current_epoch + 1,
-            **{name: metrics.get(name, math.nan) for name in _LOGGED},
+            **{name: metrics.get(name, math.nan) for name in self.logged},
             "lr": self._lr,
             "seconds": seconds,
             "images_per_s": self.train_count / training if training else math.nan,
@@ -268,6 +289,50 @@ class Reconstructions(L.Callback):
             self.run / "reconstructions" / f"epoch_{epoch:04d}.png",
             self.run / "reconstructions.png",
         )
+
+
+class Views(L.Callback):
+    """``views.png``, once: fixed validation galaxies above three random training views of
+    each, to check what the contrastive augmentations do."""
+
+    def __init__(self, run: Path, images: torch.Tensor) -> None:
+        self.run = run
+        self.images = images
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or not len(self.images):
+            return
+        generator = torch.Generator().manual_seed(0)
+        rows = [("input", self.images.numpy())]
+        rows += [(f"view {i + 1}", galaxy_views(self.images, generator).numpy()) for i in range(3)]
+        image_rows(rows, self.run / "views.png")
+
+
+def _preload(train: ImageDataset, val: ImageDataset, workers: int) -> tuple[GalaxyData, GalaxyData]:
+    """Both sets prepared once in memory when they fit; the framing statuses logged."""
+    first = train[0]
+    need = (len(train) + len(val)) * first.numel() * first.element_size()
+    if need > _PRELOAD_BYTES:
+        log.warning(
+            "%d framed images need %.1f GiB, more than the 2 GiB held in memory: they are "
+            "framed again every epoch; galclust pack --frame galaxy first to do it once",
+            len(train) + len(val),
+            need / 1024**3,
+        )
+        return train, val
+    counts: dict[str, int] = {}
+    loaded = []
+    for data in (train, val):
+        memory, statuses = preload(data, workers)
+        loaded.append(memory)
+        for status, count in statuses.items():
+            counts[status] = counts.get(status, 0) + count
+    log.info(
+        "framed %d galaxies: %s",
+        sum(counts.values()),
+        ", ".join(f"{count} {status}" for status, count in sorted(counts.items())),
+    )
+    return loaded[0], loaded[1]
 
 
 class LogProgress(L.Callback):
@@ -417,7 +482,7 @@ def _check_run_folder(run: Path, options: TrainOptions) -> Path | None:
     if options.overwrite:
         for name in ("checkpoints", "reconstructions"):
             shutil.rmtree(run / name, ignore_errors=True)
-        for name in (RUN_FILE, "metrics.csv", "loss.png", "reconstructions.png"):
+        for name in (RUN_FILE, "metrics.csv", "loss.png", "reconstructions.png", "views.png"):
             (run / name).unlink(missing_ok=True)
         return None
     if state is None and not last.exists():
@@ -443,6 +508,10 @@ def _check_run_folder(run: Path, options: TrainOptions) -> Path | None:
 
 
 def _validate(options: TrainOptions) -> None:
+    if options.model not in MODELS:
+        raise GalclustValueError(f"model {options.model!r}: choose one of {', '.join(MODELS)}")
+    if options.temperature <= 0:
+        raise GalclustValueError(f"--temperature {options.temperature} must be > 0 (try 0.2)")
     if options.latent_dim < 1:
         raise GalclustValueError(
             f"--latent-dim {options.latent_dim}: the latent vector needs at least one "
@@ -459,11 +528,23 @@ def _validate(options: TrainOptions) -> None:
     if options.workers < 0:
         raise GalclustValueError(f"--workers {options.workers} must be 0 or more")
     if options.image_size is not None:
-        check_image_size(options.image_size)
+        _check_size(options.model, options.image_size)
+
+
+def _check_size(model: str, size: int) -> None:
+    if model == "vae":
+        check_image_size(size)
+    elif size < 16:
+        raise GalclustValueError(f"--image-size {size}: the encoder needs at least 16 pixels")
 
 
 def train_vae(options: TrainOptions) -> TrainReport:
-    """Train a VAE on ``options.source`` into the run folder ``options.output``.
+    """Train the model ``options.model`` (the reference VAE, or the contrastive encoder of
+    :mod:`galclust.models.contrastive`) on ``options.source`` into the run folder
+    ``options.output``.
+
+    Images framed on their galaxy (``frame="galaxy"``) are prepared once and held in memory
+    when they fit in 2 GiB (else prepared on the fly: pack them first with galclust pack).
 
     Raises
     ------
@@ -477,8 +558,11 @@ def train_vae(options: TrainOptions) -> TrainReport:
     _validate(options)
     source = open_source(options.source)
     channels = source.channels()
-    size = options.image_size or source.default_image_size()
-    check_image_size(size)
+    if options.image_size:
+        size = options.image_size
+    else:
+        size = source.default_image_size() if options.model == "vae" else CONTRASTIVE_SIZE
+    _check_size(options.model, size)
     options = replace(options, image_size=size)
     run = Path(options.output)
     if is_lead():
@@ -495,7 +579,15 @@ def train_vae(options: TrainOptions) -> TrainReport:
     elif source.packed is not None:
         preprocess = Preprocess.from_dict(source.packed["preprocess"])
     else:
-        preprocess = source.preprocess(size, options.mode, options.scaling, options.stretch)
+        preprocess = source.preprocess(
+            size,
+            options.mode,
+            options.scaling,
+            options.stretch,
+            frame=options.frame,
+            extent=options.extent,
+            align=options.align,
+        )
     train_rows, val_rows = split_rows(source, options.val_fraction, options.seed)
     if len(train_rows) < 2 or not len(val_rows):
         raise GalclustValueError(
@@ -504,6 +596,9 @@ def train_vae(options: TrainOptions) -> TrainReport:
         )
     train_data = source.dataset(preprocess, train_rows, channels=channels)
     val_data = source.dataset(preprocess, val_rows, channels=channels)
+    framed = preprocess.frame == "galaxy"
+    if framed and isinstance(train_data, ImageDataset) and isinstance(val_data, ImageDataset):
+        train_data, val_data = _preload(train_data, val_data, options.workers)
     state = {"options": asdict(options), "finished": False, "channels": channels}
     try:
         run.mkdir(parents=True, exist_ok=True)
@@ -513,22 +608,37 @@ def train_vae(options: TrainOptions) -> TrainReport:
         raise GalclustFileError(f"cannot write in {run} ({exc.strerror})") from exc
 
     L.seed_everything(options.seed, verbose=False)
-    module = VAEModule(
-        channels,
-        size,
-        options.latent_dim,
-        lr=options.lr,
-        kld_weight=options.kld_weight,
-        augment=options.augment,
-        preprocess=preprocess.to_dict(),
-        seed=options.seed,
-    )
+    module: VAEModule | ContrastiveModule
     grid = torch.stack([val_data[i] for i in range(min(_GRID, len(val_data)))])
-    history = History(run, len(train_data))
+    pictures: L.Callback
+    if options.model == "vae":
+        module = VAEModule(
+            channels,
+            size,
+            options.latent_dim,
+            lr=options.lr,
+            kld_weight=options.kld_weight,
+            augment=options.augment,
+            preprocess=preprocess.to_dict(),
+            seed=options.seed,
+        )
+        pictures = Reconstructions(run, grid, options.plot_every)
+    else:
+        module = ContrastiveModule(
+            channels,
+            size,
+            options.latent_dim,
+            lr=options.lr,
+            temperature=options.temperature,
+            preprocess=preprocess.to_dict(),
+            seed=options.seed,
+        )
+        pictures = Views(run, grid)
+    history = History(run, len(train_data), _METRICS[options.model])
     progress = sys.stderr.isatty() if options.progress is None else options.progress
     callbacks: list[L.Callback] = [
         history,
-        Reconstructions(run, grid, options.plot_every),
+        pictures,
         L.pytorch.callbacks.ModelCheckpoint(
             dirpath=run / "checkpoints",
             filename="best",
@@ -551,8 +661,9 @@ def train_vae(options: TrainOptions) -> TrainReport:
             f"{precision}: {str(exc).splitlines()[0]}"
         ) from exc
     log.info(
-        "training a %d-d VAE on %d galaxies (%d validation), %d px, %d channels, %s on %s",
+        "training a %d-d %s on %d galaxies (%d validation), %d px, %d channels, %s on %s",
         options.latent_dim,
+        "VAE" if options.model == "vae" else "contrastive encoder",
         len(train_data),
         len(val_data),
         size,
@@ -678,11 +789,12 @@ def _finished_report(run: Path) -> TrainReport:
 
 
 def _sweep_reconstructions(options: TrainOptions, dims: Sequence[int], out: Path) -> None:
-    from galclust.embed import load_vae
+    from galclust.embed import load_model
 
     rows: list[tuple[str, np.ndarray]] = []
     for dim in dims:
-        module = load_vae(out / f"latent_{dim:02d}" / "checkpoints" / "best.ckpt")
+        module = load_model(out / f"latent_{dim:02d}" / "checkpoints" / "best.ckpt")
+        assert isinstance(module, VAEModule), "a sweep trains VAEs"
         if not rows:
             source = open_source(options.source)
             _, val_rows = split_rows(source, options.val_fraction, options.seed)

@@ -11,6 +11,7 @@ A data source is one of:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -84,17 +85,34 @@ class Source:
                 return size
         return DEFAULT_IMAGE_SIZE
 
-    def preprocess(self, size: int, mode: str, scaling: str, stretch: str = "image") -> Preprocess:
+    def preprocess(
+        self,
+        size: int,
+        mode: str,
+        scaling: str,
+        stretch: str = "image",
+        *,
+        frame: str = "field",
+        extent: float = 1.5,
+        align: bool = True,
+    ) -> Preprocess:
         """The preprocessing of this source's images (see :class:`Preprocess`).
 
         ``stretch="dataset"`` fixes the arcsinh softening and bright level for every image to
         the medians measured on up to 256 images spread over the source, so that brightness
         differences between galaxies survive; ``"image"`` measures them per image.
+        ``frame="galaxy"`` centres and crops each image on its galaxy and scales it by the
+        galaxy's own brightness.
         """
         if stretch not in ("image", "dataset"):
             raise GalclustValueError(f"--stretch {stretch!r}: choose image or dataset")
+        if frame == "galaxy" and stretch == "dataset":
+            raise GalclustValueError(
+                "--frame galaxy scales each galaxy by its own brightness, --stretch dataset "
+                "keeps brightness differences: choose one"
+            )
         if stretch == "image":
-            return Preprocess(size, mode, scaling)
+            return Preprocess(size, mode, scaling, frame=frame, extent=extent, align=align)
         data = ImageDataset(self.catalog, None)
         picks = np.unique(np.linspace(0, len(data) - 1, min(256, len(data))).astype(int))
         scales = []
@@ -217,19 +235,72 @@ class ImageDataset(Dataset[torch.Tensor]):
         return read_pixels(self.locs[i], self.formats[i] or "fits", self.hdus[i])
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        return self.load(i)[0]
+
+    def load(self, i: int) -> tuple[torch.Tensor, str]:
+        """Row ``i`` as a network input, and how it went: ``unreadable``, or the status of
+        :meth:`Preprocess.apply` (``field``, ``blank`` or a galaxy-framing status)."""
         assert self.preprocess is not None, "ImageDataset needs a Preprocess for images"
         try:
             pixels = self.pixels(i)
         except (OSError, ValueError, EOFError) as exc:  # changed since the scan: skip, count
             log.warning("cannot read %s (%s); skipped", self.locs[i], exc)
             size = self.preprocess.image_size
-            return torch.full((self.channels or 1, size, size), float("nan"))
+            return torch.full((self.channels or 1, size, size), float("nan")), "unreadable"
         if self.channels is not None and pixels.shape[0] != self.channels:
             raise GalclustValueError(
                 f"{self.locs[i]} has {pixels.shape[0]} channels, the others {self.channels}; "
                 "remove it from the catalog or scan with --shape C,H,W"
             )
-        return torch.from_numpy(self.preprocess(pixels))
+        image, status = self.preprocess.apply(pixels)
+        return torch.from_numpy(image), status
+
+
+class MemoryDataset(Dataset[torch.Tensor]):
+    """Network inputs prepared once and held in memory (see :func:`preload`)."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+    def __getitems__(self, items: Sequence[int]) -> torch.Tensor:
+        return self.images[torch.as_tensor(items, dtype=torch.long)]
+
+
+def _load_chunk(data: ImageDataset, rows: range) -> tuple[torch.Tensor, list[str]]:
+    loaded = [data.load(i) for i in rows]
+    return torch.stack([image for image, _ in loaded]), [status for _, status in loaded]
+
+
+def preload(data: ImageDataset, workers: int) -> tuple[MemoryDataset, dict[str, int]]:
+    """Prepare every image of ``data`` once, in ``workers`` processes, and keep them in memory;
+    also count the preprocessing statuses (see :meth:`ImageDataset.load`)."""
+    from galclust.parallel import ordered_map
+    from galclust.progress import Progress
+
+    n = len(data)
+    chunks = (range(s, min(n, s + 32)) for s in range(0, n, 32))
+    parts: list[torch.Tensor] = []
+    counts: dict[str, int] = {}
+    progress = Progress(n, "preparing images", unit="images")
+    try:
+        for images, statuses in ordered_map(
+            functools.partial(_load_chunk, data), chunks, max(1, workers)
+        ):
+            parts.append(images)
+            for status in statuses:
+                counts[status] = counts.get(status, 0) + 1
+            progress.update(len(images))
+    finally:
+        progress.close()
+    if not parts:
+        return MemoryDataset(torch.empty(0)), counts
+    return MemoryDataset(torch.cat(parts)), counts
 
 
 class PackedDataset(Dataset[torch.Tensor]):
@@ -270,4 +341,4 @@ class PackedDataset(Dataset[torch.Tensor]):
         return self._read(self.indices[np.asarray(items, dtype=np.int64)])
 
 
-GalaxyData = ImageDataset | PackedDataset
+GalaxyData = ImageDataset | PackedDataset | MemoryDataset

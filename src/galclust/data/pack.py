@@ -31,6 +31,7 @@ import pandas as pd
 
 from galclust.catalog.schema import atomic_write_text, write_catalog
 from galclust.data.dataset import PACK_FILE, ImageDataset, open_source
+from galclust.data.framing import STATUSES
 from galclust.data.transforms import Preprocess
 from galclust.exceptions import GalclustFileError, GalclustValueError
 from galclust.parallel import ordered_map
@@ -39,6 +40,8 @@ from galclust.progress import Progress
 log = logging.getLogger(__name__)
 
 DTYPES = ("auto", "uint8", "float16")
+#: How each image was prepared, as stored while packing (see ImageDataset.load).
+_STATUS_CODES = ("pending", "field", "blank", "unreadable", *STATUSES)
 _CHUNK = 128  # images per task
 
 
@@ -53,6 +56,9 @@ class PackOptions:
     mode: str = "crop"
     scaling: str = "auto"
     stretch: str = "image"
+    frame: str = "field"
+    extent: float = 1.5
+    align: bool = True
     workers: int = 2
     overwrite: bool = False
 
@@ -67,12 +73,18 @@ class PackReport:
     dtype: str
     seconds: float
     skipped: dict[str, str] = field(default_factory=dict)  # id_str -> why
+    framing: dict[str, int] = field(default_factory=dict)  # galaxy frame: status -> count
 
     def summary(self) -> str:
         rate = (self.count + len(self.skipped)) / self.seconds if self.seconds else float("inf")
+        framed = ""
+        if self.framing:
+            framed = "; framing: " + ", ".join(
+                f"{count} {status}" for status, count in sorted(self.framing.items())
+            )
         return (
             f"packed {self.count} images at {self.image_size} px as {self.dtype} in "
-            f"{self.seconds:.1f} s ({rate:,.0f}/s); {len(self.skipped)} skipped"
+            f"{self.seconds:.1f} s ({rate:,.0f}/s); {len(self.skipped)} skipped{framed}"
         )
 
 
@@ -85,30 +97,27 @@ def encode(batch: np.ndarray, dtype: str) -> np.ndarray:
 
 def _pack_chunk(
     rows: pd.DataFrame, preprocess: Preprocess, dtype: str, channels: int
-) -> tuple[np.ndarray, list[str | None]]:
-    """Preprocess and encode ``rows``; for each, None or why it was skipped."""
+) -> tuple[np.ndarray, list[str | None], np.ndarray]:
+    """Preprocess and encode ``rows``; for each, None or why it was skipped, and the code of
+    its preparation status."""
     data = ImageDataset(rows, preprocess)
+    data.channels = channels
     size = preprocess.image_size
     out = np.zeros((len(rows), channels, size, size), np.float32)
     why: list[str | None] = []
+    codes = np.zeros(len(rows), np.uint8)
     for i in range(len(rows)):
-        try:
-            pixels = data.pixels(i)
-        except (OSError, ValueError, EOFError) as exc:
-            why.append(f"unreadable: {exc}")
+        image, status = data.load(i)
+        codes[i] = _STATUS_CODES.index(status)
+        if status == "unreadable":
+            why.append("unreadable")
             continue
-        if pixels.shape[0] != channels:
-            raise GalclustValueError(
-                f"{data.locs[i]} has {pixels.shape[0]} channels, the others {channels}; remove "
-                "it from the catalog or scan with --shape C,H,W"
-            )
-        image = preprocess(pixels)
-        if np.isnan(image[0, 0, 0]):
+        if status == "blank":
             why.append("all NaN")
             continue
-        out[i] = image
+        out[i] = image.numpy()
         why.append(None)
-    return encode(out, dtype), why
+    return encode(out, dtype), why, codes
 
 
 def pack(options: PackOptions) -> PackReport:
@@ -133,10 +142,17 @@ def pack(options: PackOptions) -> PackReport:
         )
     channels = source.channels()
     size = options.image_size or source.default_image_size()
-    preprocess = source.preprocess(size, options.mode, options.scaling, options.stretch)
-    from galclust.models.vae import check_image_size
-
-    check_image_size(size)
+    preprocess = source.preprocess(
+        size,
+        options.mode,
+        options.scaling,
+        options.stretch,
+        frame=options.frame,
+        extent=options.extent,
+        align=options.align,
+    )
+    if size < 16:
+        raise GalclustValueError(f"--image-size {size} is too small; give 16 px or more")
     dtype = options.dtype
     if dtype == "auto":
         first = ImageDataset(source.catalog.head(1), None).pixels(0)
@@ -160,17 +176,24 @@ def pack(options: PackOptions) -> PackReport:
         ids = int(pd.util.hash_pandas_object(catalog["id_str"].astype(str), index=False).sum())
         settings = asdict(options) | {"image_size": size, "dtype": dtype, "n": n, "ids": ids}
         images, done, skipped = _open_partial(out, settings, (n, channels, size, size), dtype)
+        status_file = out / ".status.npy.partial"
+        if done and status_file.exists():
+            status = np.lib.format.open_memmap(status_file, mode="r+")
+        else:
+            status = np.lib.format.open_memmap(status_file, mode="w+", dtype=np.uint8, shape=(n,))
         starts = [s for s in range(0, n, _CHUNK) if s >= done]
         work = functools.partial(_pack_chunk, preprocess=preprocess, dtype=dtype, channels=channels)
         chunks = (catalog.iloc[s : s + _CHUNK] for s in starts)
         progress = Progress(n, "packing", unit="images")
         progress.update(done)
         try:
-            for s, (encoded, why) in zip(
+            for s, (encoded, why, codes) in zip(
                 starts, ordered_map(work, chunks, options.workers), strict=True
             ):
                 images[s : s + len(encoded)] = encoded
                 images.flush()  # pixels on disk before the progress says so
+                status[s : s + len(codes)] = codes
+                status.flush()
                 for i, reason in enumerate(why):
                     if reason is not None:
                         skipped[str(catalog["id_str"].iloc[s + i])] = reason
@@ -179,9 +202,16 @@ def pack(options: PackOptions) -> PackReport:
         finally:
             progress.close()
         del images
+        statuses = np.asarray(_STATUS_CODES)[np.asarray(status)]
+        del status
         os.replace(out / ".images.npy.partial", out / "images.npy")
         kept = catalog[~catalog["id_str"].astype(str).isin(skipped)].copy()
         index = np.flatnonzero(~catalog["id_str"].astype(str).isin(skipped).to_numpy())
+        framing: dict[str, int] = {}
+        if preprocess.frame == "galaxy":
+            kept["frame_status"] = statuses[index]
+            names, counts = np.unique(statuses[index], return_counts=True)
+            framing = {str(k): int(v) for k, v in zip(names, counts, strict=True)}
         kept["source_loc"] = kept["file_loc"].astype(str)
         if "image_index" in kept:  # a simulation: where in its images.npy
             kept["source_index"] = kept["image_index"]
@@ -197,10 +227,12 @@ def pack(options: PackOptions) -> PackReport:
             "preprocess": preprocess.to_dict(),
             "count": len(kept),
             "skipped": len(skipped),
+            "framing": framing,
             "source": str(Path(options.source).resolve()),
         }
         atomic_write_text(out / PACK_FILE, json.dumps(info, indent=2) + "\n")
         (out / ".pack-progress.json").unlink()
+        status_file.unlink()
     except OSError as exc:
         raise GalclustFileError(
             f"cannot write the packed store in {out} ({exc.strerror}); free some space or choose "
@@ -210,7 +242,8 @@ def pack(options: PackOptions) -> PackReport:
         shown = "; ".join(f"{k} ({v})" for k, v in list(skipped.items())[:5])
         more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
         warnings.warn(f"skipped {len(skipped)} images: {shown}{more}", stacklevel=2)
-    return PackReport(out, len(kept), size, dtype, time.perf_counter() - start, skipped)
+    seconds = time.perf_counter() - start
+    return PackReport(out, len(kept), size, dtype, seconds, skipped, framing)
 
 
 def _save_progress(out: Path, settings: dict[str, Any], done: int, skipped: dict[str, str]) -> None:

@@ -11,6 +11,13 @@ Defaults per kind of data (documented for ``galclust train vae``):
 Images of another size are centre-cropped, padded with noise like their own border (never with
 zeros, which would draw a frame around every small cutout), or resized.
 
+``frame="galaxy"`` first centres each cutout on its galaxy, subtracts the sky, replaces
+neighbours with sky noise and crops to the galaxy's own extent (optionally rotating its major
+axis to horizontal; see :mod:`galclust.data.framing`). Its scaling is then relative to the
+galaxy, so that bright and faint, near and far galaxies look alike: with ``b`` the 99.5th
+percentile of the framed galaxy, 8-bit composites (already stretched for display) are scaled
+linearly, ``x / b``, and float images by ``asinh(x / a) / asinh(b / a)`` with ``a = b / 10``.
+
 Non-finite pixels (masked or saturated ones in FITS) are set to the median of the finite pixels
 of their channel. An image with no finite pixel at all becomes all NaN, which training and
 embedding recognise, skip and count (see :func:`usable`).
@@ -24,10 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from galclust.data.framing import frame_galaxy
 from galclust.exceptions import GalclustValueError
 
 _MODES = ("crop", "resize")
 _SCALINGS = ("auto", "uint8", "asinh")
+_FRAMES = ("field", "galaxy")
+_SOFTENING = 10.0  # galaxy frame, float images: b / a of the asinh stretch
 
 
 def _border(image: np.ndarray, width: int = 4) -> np.ndarray:
@@ -98,12 +108,21 @@ class Preprocess:
         ``auto`` picks ``uint8`` for 8-bit images and ``asinh`` for the rest.
     asinh_scale : (a, b), optional
         Softening and bright level for the whole dataset; measured per image when None.
+    frame : {"field", "galaxy"}
+        ``field`` keeps the cutout as it is; ``galaxy`` centres and crops it to the galaxy.
+    extent : float
+        Galaxy frame: half-side of the crop in units of the galaxy's 90%-light radius.
+    align : bool
+        Galaxy frame: rotate the major axis to horizontal.
     """
 
     image_size: int
     mode: str = "crop"
     scaling: str = "auto"
     asinh_scale: tuple[float, float] | None = None
+    frame: str = "field"
+    extent: float = 1.5
+    align: bool = True
 
     def __post_init__(self) -> None:
         if self.scaling not in _SCALINGS:
@@ -114,12 +133,50 @@ class Preprocess:
             raise GalclustValueError(
                 f"resize mode {self.mode!r}: choose one of {', '.join(_MODES)}"
             )
+        if self.frame not in _FRAMES:
+            raise GalclustValueError(f"frame {self.frame!r}: choose one of {', '.join(_FRAMES)}")
+        if not self.extent > 0:
+            raise GalclustValueError(
+                f"--extent {self.extent} must be > 0 (half-side of the frame in r90; try 1.5)"
+            )
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """(C, H, W) pixels of any type -> (C, image_size, image_size) float32 in [-1, 1]."""
+        return self.apply(image)[0]
+
+    def apply(self, image: np.ndarray) -> tuple[np.ndarray, str]:
+        """Like calling the object, and also how the image was framed: ``field`` when not
+        framing, ``blank`` for an image without finite pixels, else a status of
+        :mod:`galclust.data.framing`."""
         finite = finite_pixels(image)
         if finite is None:
-            return np.full((image.shape[0], self.image_size, self.image_size), np.nan, np.float32)
+            blank = np.full((image.shape[0], self.image_size, self.image_size), np.nan)
+            return blank.astype(np.float32), "blank"
+        if self.frame == "galaxy":
+            framed, galaxy = frame_galaxy(
+                finite, self.image_size, extent=self.extent, align=self.align
+            )
+            display = self.scaling == "uint8" or (
+                self.scaling == "auto" and finite.dtype == np.uint8
+            )
+            return self._galaxy_stretch(framed, display), galaxy.status
+        return self._field(finite), "field"
+
+    def _galaxy_stretch(self, framed: np.ndarray, display: bool) -> np.ndarray:
+        """Framed, sky-subtracted pixels to [-1, 1], relative to the galaxy's brightness;
+        ``display``: the source was an 8-bit composite, already stretched."""
+        if self.asinh_scale is not None:
+            a, b = self.asinh_scale
+        else:
+            b = float(np.percentile(framed, 99.5))
+            if not b > 0:  # nothing brighter than the sky
+                b = float(np.abs(framed).max()) or 1.0
+            a = b / _SOFTENING
+        scaled = framed / b if display else np.arcsinh(framed / a) / np.arcsinh(b / a)
+        result: np.ndarray = (2 * scaled - 1).clip(-1, 1).astype(np.float32)
+        return result
+
+    def _field(self, finite: np.ndarray) -> np.ndarray:
         fitted = fit_to_size(finite, self.image_size, mode=self.mode)
         scaling = self.scaling
         if scaling == "auto":
@@ -139,6 +196,9 @@ class Preprocess:
             "mode": self.mode,
             "scaling": self.scaling,
             "asinh_scale": None if self.asinh_scale is None else list(self.asinh_scale),
+            "frame": self.frame,
+            "extent": self.extent,
+            "align": self.align,
         }
 
     @classmethod
@@ -150,6 +210,9 @@ class Preprocess:
             mode=str(values.get("mode", "crop")),
             scaling=str(values.get("scaling", "auto")),
             asinh_scale=None if scale is None else tuple(scale),  # type: ignore[arg-type]
+            frame=str(values.get("frame", "field")),
+            extent=float(values.get("extent", 1.5)),  # type: ignore[arg-type]
+            align=bool(values.get("align", True)),
         )
 
 

@@ -32,7 +32,7 @@ from galclust.models.vae import VAE
 CHECKPOINT_KIND = "galclust-vae"
 
 
-def _mix(values: list[int]) -> int:
+def mix_seed(values: list[int]) -> int:
     """One 63-bit seed from several integers."""
     return int(np.random.SeedSequence(values).generate_state(1, np.uint64)[0] >> 1)
 
@@ -117,7 +117,7 @@ class VAEModule(L.LightningModule):
             return None
         if stage == "train" and self.augment:
             seed = [self.hparams["seed"], self.current_epoch, batch_idx]
-            generator = torch.Generator().manual_seed(_mix(seed))
+            generator = torch.Generator().manual_seed(mix_seed(seed))
             images = dihedral(images, generator)
         images = images.contiguous(memory_format=self.memory_format)
         recon, mu, logvar = self.model(images)
@@ -155,7 +155,7 @@ class VAEModule(L.LightningModule):
         """Sampling noise drawn from (seed, epoch, batch, rank): a resumed run continues exactly
         and validation losses are comparable between runs."""
         parts = [self.hparams["seed"], self.current_epoch, batch_idx, stage, self.global_rank]
-        torch.manual_seed(_mix(parts))
+        torch.manual_seed(mix_seed(parts))
 
     def configure_optimizers(self) -> Any:
         optimiser = torch.optim.Adam(self.parameters(), lr=self.hparams["lr"])
