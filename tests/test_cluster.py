@@ -21,6 +21,7 @@ from galclust.cluster import (
     cluster_latents,
     label_scores,
 )
+from galclust.cluster.auto import supported_dims
 from galclust.exceptions import GalclustFileError, GalclustValueError
 
 
@@ -208,6 +209,14 @@ def test_whitening_can_keep_only_the_leading_components() -> None:
     leading = AutoCluster(n_clusters=3, variance=0.5).fit(X)
     assert 1 <= leading.keep_.sum() < 7
     assert leading.transform_latents(X).shape == (400, leading.keep_.sum())
+
+
+def test_few_galaxies_keep_only_the_dimensions_a_mixture_can_fit() -> None:
+    assert [supported_dims(n) for n in (10, 600, 3000, 5000)] == [1, 14, 33, 43]
+    X, y = blobs(n=300, k=3, dims=35)
+    model = AutoCluster(n_clusters=3).fit(X)
+    assert model.keep_.sum() == supported_dims(300) < 35
+    assert adjusted_rand_score(y, model.labels_) > 0.95
 
 
 def test_one_new_galaxy_is_assigned_and_labels_may_repeat_ids(

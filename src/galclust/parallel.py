@@ -7,6 +7,7 @@ import multiprocessing
 import multiprocessing.pool
 import os
 import signal
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
@@ -16,9 +17,13 @@ _R = TypeVar("_R")
 _WINDOW = 4  # items in flight per worker: enough to keep workers busy, bounded memory
 
 
-def _ignore_sigint() -> None:
-    """Leave Ctrl-C to the main process, which keeps the journal and ends the pool cleanly."""
+def _start_worker() -> None:
+    """Leave Ctrl-C to the main process, which keeps the journal and ends the pool cleanly,
+    and keep torch to one thread: a forked child that enters an OpenMP region the parent
+    already started hangs (as PyTorch's own DataLoader workers do)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
 
 
 class _Ready(Generic[_R]):
@@ -50,7 +55,7 @@ def ordered_map(func: Callable[[_T], _R], items: Iterable[_T], workers: int) -> 
         yield from map(func, everything)
         return
     context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with context.Pool(workers - 1, initializer=_ignore_sigint) as pool:
+    with context.Pool(workers - 1, initializer=_start_worker) as pool:
         pending: deque[multiprocessing.pool.AsyncResult[_R] | _Ready[_R]] = deque()
         for item in everything:
             queued = sum(1 for p in pending if not isinstance(p, _Ready) and not p.ready())

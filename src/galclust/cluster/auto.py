@@ -4,7 +4,12 @@ How it works (every step is a scikit-learn estimator):
 
 1. **Scaling.** The latents are PCA-whitened (``scaling="whiten"``, default: every direction
    gets unit variance, so that no single latent dimension such as brightness dominates the
-   distances), standardised per dimension, or used as they are.
+   distances), standardised per dimension, or used as they are. Whitening keeps at most as
+   many leading components as the data can support in a full-covariance mixture: ``d`` with
+   ``d (d + 3) / 2`` (a component's free parameters) at most a fifth of the galaxies used to
+   choose k, so 14 for 600 galaxies, 33 for 3,000, 43 for 5,000 (measured on 600 real SDSS
+   galaxies: whitening all 32 contrastive dimensions gave k = 3, NMI 0.25, purity 0.59 against
+   the Galaxy Zoo classes; the leading 14, k = 7, NMI 0.29, purity 0.72).
 2. **Choosing k** on a random subsample (``selection_sample``, default 5,000 galaxies): for
    each k of a grid over ``k_min..k_max`` (every k up to 10, then 12, 15, 20, 25, 30, ...,
    refined between the grid points around the best) a full-covariance Gaussian mixture gives
@@ -55,6 +60,15 @@ SCALINGS = ("whiten", "standardise", "none")
 UNCLASSIFIED = -1
 _WARD_SAMPLE = 5000
 _SILHOUETTE_SAMPLE = 3000
+
+
+def supported_dims(n: int) -> int:
+    """Most whitened dimensions a full-covariance mixture fitted to ``n`` galaxies keeps: the
+    largest ``d`` whose ``d (d + 3) / 2`` parameters per component are at most ``n / 5``."""
+    d = 1
+    while (d + 1) * (d + 4) / 2 <= n / 5:
+        d += 1
+    return d
 
 
 def coarse_grid(k_min: int, k_max: int) -> list[int]:
@@ -245,7 +259,8 @@ class AutoCluster(ClusterMixin, BaseEstimator):  # type: ignore[misc]
             # without variance (constant latents), which whitening would blow up
             ratio = self.scaler_.explained_variance_ratio_
             wanted = int(np.searchsorted(np.cumsum(ratio), self.variance - 1e-12) + 1)
-            self.keep_ = np.arange(len(ratio)) < max(1, wanted)
+            supported = supported_dims(min(n, self.selection_sample))
+            self.keep_ = np.arange(len(ratio)) < max(1, min(wanted, supported))
             self.keep_ &= self.scaler_.explained_variance_ > 1e-10 * max(
                 self.scaler_.explained_variance_[0], 1e-300
             )

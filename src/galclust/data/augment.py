@@ -48,12 +48,20 @@ def _blur(batch: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return flat.reshape(n, channels, height, width)
 
 
-def galaxy_views(batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One random view of each galaxy of ``batch`` (see the module notes)."""
+def galaxy_views(
+    batch: torch.Tensor, generator: torch.Generator | None = None, *, rotation: float = 180.0
+) -> torch.Tensor:
+    """One random view of each galaxy of ``batch`` (see the module notes).
+
+    ``rotation``: the largest turn, degrees; 180 for any orientation. Galaxies already turned
+    to a common orientation (framing with ``align``) need only a small one: with the flips
+    and a half turn they cover what the alignment leaves undecided.
+    """
     n, channels = batch.shape[:2]
     device = batch.device
     x = batch.float().cpu()
-    angle = _uniform(n, 0.0, 2 * math.pi, generator)
+    half_turn = torch.where(torch.rand(n, generator=generator) < 0.5, math.pi, 0.0)
+    angle = _uniform(n, -math.radians(rotation), math.radians(rotation), generator) + half_turn
     flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
     zoom = torch.exp(_uniform(n, -_ZOOM, _ZOOM, generator))
     shift = _uniform(2 * n, -2 * _SHIFT, 2 * _SHIFT, generator).reshape(n, 2)

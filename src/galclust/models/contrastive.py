@@ -116,6 +116,9 @@ class ContrastiveModule(L.LightningModule):
         depend on the number of epochs, so that a finished run can be extended exactly).
     temperature : float
         Of the NT-Xent loss.
+    rotation : float
+        Largest random turn of the views, degrees: 180 for cutouts in any orientation, small
+        for galaxies aligned by the framing (see :func:`galclust.data.augment.galaxy_views`).
     preprocess : dict, optional
         The images' :class:`~galclust.data.transforms.Preprocess`, kept for embedding.
     seed : int
@@ -131,6 +134,7 @@ class ContrastiveModule(L.LightningModule):
         lr: float = 2e-3,
         temperature: float = 0.2,
         gamma: float = 0.97,
+        rotation: float = 180.0,
         weight_decay: float = 1e-4,
         width: int = 32,
         preprocess: dict[str, Any] | None = None,
@@ -170,7 +174,9 @@ class ContrastiveModule(L.LightningModule):
         parts = [self.hparams["seed"], epoch, batch_idx, int(stage == "val"), self.global_rank]
         generator = torch.Generator().manual_seed(mix_seed(parts))
         views = [
-            galaxy_views(images, generator).contiguous(memory_format=self.memory_format)
+            galaxy_views(images, generator, rotation=self.hparams["rotation"]).contiguous(
+                memory_format=self.memory_format
+            )
             for _ in range(2)
         ]
         first, second = (self.head(self.model(v)) for v in views)
