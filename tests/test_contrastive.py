@@ -14,7 +14,9 @@ import torch
 from galclust.cli import main
 from galclust.data.augment import galaxy_views
 from galclust.data.pack import PackOptions, pack
+from galclust.data.transforms import Preprocess
 from galclust.embed import embed, load_model
+from galclust.exceptions import GalclustValueError
 from galclust.models.contrastive import ContrastiveModule, Encoder, nt_xent, pair_accuracy
 from galclust.simulate import SimulateOptions, simulate
 from galclust.train import TrainOptions, train_vae
@@ -100,8 +102,19 @@ def test_pack_with_galaxy_frame_counts_statuses(sims: Path, tmp_path: Path) -> N
     assert catalog["frame_status"].isin(["ok", "off_centre", "edge", "no_source"]).all()
     assert not (tmp_path / "store" / ".status.npy.partial").exists()
     run = tmp_path / "run"
-    train_vae(options(tmp_path / "store", run, epochs=1))  # trains from the framed store
+    train_vae(options(tmp_path / "store", run, epochs=1, image_size=None))  # the store's size
     assert (run / "checkpoints/best.ckpt").is_file()
+    with pytest.raises(GalclustValueError, match="packed with --frame galaxy"):
+        train_vae(options(tmp_path / "store", tmp_path / "r2", frame="field"))
+    with pytest.raises(GalclustValueError, match="--no-augment"):
+        train_vae(options(sims, tmp_path / "r3", augment=False))
+
+
+def test_stores_packed_before_framing_existed_still_match() -> None:
+    old = {"image_size": 64, "mode": "crop", "scaling": "auto", "asinh_scale": None}
+    assert Preprocess.from_dict(old) == Preprocess(64)
+    with pytest.raises(GalclustValueError, match="no dataset-wide asinh scale"):
+        Preprocess(64, frame="galaxy", asinh_scale=(1.0, 2.0))
 
 
 def test_cli_train_contrastive_and_bad_options(

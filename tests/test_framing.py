@@ -38,7 +38,10 @@ def render(
         image = image + point.drawImage(nx=size, ny=size, scale=1.0).array
     rng = np.random.default_rng(seed)
     return np.stack(
-        [image * (1 + 0.2 * b) + 10 + noise * rng.standard_normal(image.shape) for b in range(bands)]
+        [
+            image * (1 + 0.2 * b) + 10 + noise * rng.standard_normal(image.shape)
+            for b in range(bands)
+        ]
     )
 
 
@@ -76,7 +79,9 @@ def test_centred_galaxy_fills_the_frame_whatever_its_size() -> None:
 def test_off_centre_galaxy_is_found_and_centred() -> None:
     framed, galaxy = frame_galaxy(render(shift=(30, -25)), 32)
     assert galaxy.status == "off_centre"
-    assert galaxy.x == pytest.approx(63.5 + 30, abs=1) and galaxy.y == pytest.approx(63.5 - 25, abs=1)
+    assert galaxy.x == pytest.approx(63.5 + 30, abs=1) and galaxy.y == pytest.approx(
+        63.5 - 25, abs=1
+    )
     x, y, _ = centroid(framed)
     assert (x, y) == pytest.approx((15.5, 15.5), abs=1.0)
 

@@ -149,13 +149,7 @@ def add_train(sub: argparse._SubParsersAction[_Parser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_vae_options(vae)
-    vae.add_argument("-o", "--output", default="runs/vae", metavar="RUN", help="run folder")
-    vae.add_argument("--latent-dim", type=int, default=35, help="latent size (default: 35)")
-    vae.add_argument(
-        "--resume", action="store_true",
-        help="continue the run in RUN from its last checkpoint (exactly where it stopped)",
-    )  # fmt: skip
-    vae.set_defaults(run=_run_train)
+    _add_run_options(vae, "runs/vae", latent_dim=35)
     contrastive = train_sub.add_parser(
         "contrastive",
         help="a self-supervised contrastive encoder (SimCLR) for morphology",
@@ -175,17 +169,20 @@ def add_train(sub: argparse._SubParsersAction[_Parser]) -> None:
         "--temperature", type=float, default=0.2,
         help="of the contrastive loss (default: %(default)s)",
     )  # fmt: skip
-    contrastive.add_argument(
-        "-o", "--output", default="runs/contrastive", metavar="RUN", help="run folder"
-    )
-    contrastive.add_argument(
-        "--latent-dim", type=int, default=32, help="representation size (default: 32)"
-    )
-    contrastive.add_argument(
+    _add_run_options(contrastive, "runs/contrastive", latent_dim=32)
+
+
+def _add_run_options(p: argparse.ArgumentParser, output: str, *, latent_dim: int) -> None:
+    p.add_argument("-o", "--output", default=output, metavar="RUN", help="run folder")
+    p.add_argument(
+        "--latent-dim", type=int, default=latent_dim,
+        help="size of the latent vector (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
         "--resume", action="store_true",
         help="continue the run in RUN from its last checkpoint (exactly where it stopped)",
     )  # fmt: skip
-    contrastive.set_defaults(run=_run_train)
+    p.set_defaults(run=_run_train)
 
 
 _EPILOG_CONTRASTIVE = """\
@@ -267,10 +264,10 @@ def _run_sweep(args: argparse.Namespace) -> int:
 def add_embed(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = sub.add_parser(
         "embed",
-        help="write every galaxy's latent vector from a trained VAE",
-        description="Encode every usable galaxy of DATA with the VAE in CHECKPOINT, prepared "
-        "exactly as in training. Writes id_str, z_0..z_{d-1} (the latent mean), logvar_mean, "
-        "recon_mse and file_loc.",
+        help="write every galaxy's latent vector from a trained VAE or contrastive encoder",
+        description="Encode every usable galaxy of DATA with the model in CHECKPOINT, prepared "
+        "exactly as in training. Writes id_str, z_0..z_{d-1} (the VAE's latent mean or the "
+        "contrastive representation), for a VAE logvar_mean and recon_mse, and file_loc.",
         epilog="examples:\n"
         "  galclust embed runs/vae35/checkpoints/best.ckpt catalog.parquet -o latents.parquet\n"
         "  galclust embed runs/vae35/checkpoints/best.ckpt store/ -o latents.parquet "

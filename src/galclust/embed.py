@@ -34,14 +34,13 @@ from galclust.data.dataset import open_source
 from galclust.data.transforms import Preprocess, symmetry, usable
 from galclust.exceptions import GalclustFileError, GalclustValueError
 from galclust.models import contrastive
-from galclust.models.contrastive import ContrastiveModule
 from galclust.models.lightning import CHECKPOINT_KIND, VAEModule
 from galclust.progress import Progress
 
 log = logging.getLogger(__name__)
 
 
-def load_model(path: str | os.PathLike[str]) -> VAEModule | ContrastiveModule:
+def load_model(path: str | os.PathLike[str]) -> VAEModule | contrastive.ContrastiveModule:
     """A trained VAE or contrastive encoder from a galclust checkpoint, in eval mode on the CPU.
 
     Loaded with ``weights_only=True`` (no code in the file is run).
@@ -64,9 +63,9 @@ def load_model(path: str | os.PathLike[str]) -> VAEModule | ContrastiveModule:
             f"{str(exc).splitlines()[0][:120]}); use another, e.g. checkpoints/last.ckpt"
         ) from exc
     kind = checkpoint.get("galclust", {}).get("kind") if isinstance(checkpoint, dict) else None
-    kinds: dict[str, type[VAEModule] | type[ContrastiveModule]] = {
+    kinds: dict[str, type[VAEModule] | type[contrastive.ContrastiveModule]] = {
         CHECKPOINT_KIND: VAEModule,
-        contrastive.CHECKPOINT_KIND: ContrastiveModule,
+        contrastive.CHECKPOINT_KIND: contrastive.ContrastiveModule,
     }
     if kind not in kinds or "hyper_parameters" not in checkpoint:
         raise GalclustValueError(
@@ -84,7 +83,7 @@ def load_model(path: str | os.PathLike[str]) -> VAEModule | ContrastiveModule:
     return module.eval()
 
 
-def fused(module: VAEModule | ContrastiveModule) -> nn.Module:
+def fused(module: VAEModule | contrastive.ContrastiveModule) -> nn.Module:
     """A copy of the network for inference with each BatchNorm folded into its convolution."""
     import copy
 
@@ -195,7 +194,10 @@ def embed(
             f"{source_path} has {channels}-channel images, the model was trained on "
             f"{module.hparams['in_channels']}; embed data like the training data"
         )
-    if source.packed is not None and source.packed["preprocess"] != preprocess.to_dict():
+    if (
+        source.packed is not None
+        and Preprocess.from_dict(source.packed["preprocess"]) != preprocess
+    ):
         raise GalclustValueError(
             f"{source_path} was packed with other preprocessing ({source.packed['preprocess']}) "
             f"than the model was trained with ({preprocess.to_dict()}); pack again with the "

@@ -77,7 +77,11 @@ _METRICS = {"vae": ("loss", "mse", "kld"), "contrastive": ("loss", "pair_accurac
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """Everything that decides a training run; saved in ``run.json`` and the provenance."""
+    """Everything that decides a training run; saved in ``run.json`` and the provenance.
+
+    The defaults of ``latent_dim`` and ``lr`` are the VAE's; ``galclust train contrastive``
+    uses 32 and 2e-3. ``extent`` and ``align`` only matter with ``frame="galaxy"``.
+    """
 
     source: str
     output: str
@@ -515,6 +519,11 @@ def _check_run_folder(run: Path, options: TrainOptions) -> Path | None:
 def _validate(options: TrainOptions) -> None:
     if options.model not in MODELS:
         raise GalclustValueError(f"model {options.model!r}: choose one of {', '.join(MODELS)}")
+    if options.model == "contrastive" and not options.augment:
+        raise GalclustValueError(
+            "--no-augment: a contrastive encoder learns from random views; it cannot train "
+            "without them"
+        )
     if options.temperature <= 0:
         raise GalclustValueError(f"--temperature {options.temperature} must be > 0 (try 0.2)")
     if options.latent_dim < 1:
@@ -534,6 +543,21 @@ def _validate(options: TrainOptions) -> None:
         raise GalclustValueError(f"--workers {options.workers} must be 0 or more")
     if options.image_size is not None:
         _check_size(options.model, options.image_size)
+
+
+def _check_store(options: TrainOptions, packed: dict[str, Any]) -> None:
+    """A packed store fixes the framing: refuse options that ask for another one."""
+    stored = Preprocess.from_dict(packed["preprocess"])
+    if stored.frame != options.frame or (
+        stored.frame == "galaxy"
+        and (stored.extent, stored.align) != (options.extent, options.align)
+    ):
+        raise GalclustValueError(
+            f"{options.source} was packed with --frame {stored.frame} (extent "
+            f"{stored.extent}, align {stored.align}), not --frame {options.frame} (extent "
+            f"{options.extent}, align {options.align}); pass the store's settings or pack "
+            f"again with --frame {options.frame}"
+        )
 
 
 def _check_size(model: str, size: int) -> None:
@@ -563,12 +587,18 @@ def train_vae(options: TrainOptions) -> TrainReport:
     _validate(options)
     source = open_source(options.source)
     channels = source.channels()
+    if source.packed is not None:
+        _check_store(options, source.packed)
     if options.image_size:
         size = options.image_size
+    elif source.packed is not None:
+        size = int(source.packed["image_size"])
     else:
         size = source.default_image_size() if options.model == "vae" else CONTRASTIVE_SIZE
     _check_size(options.model, size)
     options = replace(options, image_size=size)
+    if options.frame == "field":  # recorded as the defaults, so that a resume compares alike
+        options = replace(options, extent=TrainOptions.extent, align=TrainOptions.align)
     run = Path(options.output)
     if is_lead():
         resume_from = _check_run_folder(run, options)

@@ -136,7 +136,8 @@ class AutoCluster(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     scaling : {"whiten", "standardise", "none"}
     variance : float
         With ``whiten``: keep the leading principal components that explain this share of the
-        variance (1: all), dropping the faint directions that whitening would magnify.
+        variance (1: all), dropping the faint directions that whitening would magnify; never
+        more than :func:`supported_dims` of the galaxies used to choose k.
     selection_sample : int
         Galaxies used to choose k and fit the mixture.
     min_stability : float
@@ -260,6 +261,14 @@ class AutoCluster(ClusterMixin, BaseEstimator):  # type: ignore[misc]
             ratio = self.scaler_.explained_variance_ratio_
             wanted = int(np.searchsorted(np.cumsum(ratio), self.variance - 1e-12) + 1)
             supported = supported_dims(min(n, self.selection_sample))
+            if supported < min(wanted, len(ratio)):
+                log.info(
+                    "keeping the %d leading of %d whitened dimensions: all that a mixture "
+                    "fitted to %d galaxies supports",
+                    supported,
+                    len(ratio),
+                    min(n, self.selection_sample),
+                )
             self.keep_ = np.arange(len(ratio)) < max(1, min(wanted, supported))
             self.keep_ &= self.scaler_.explained_variance_ > 1e-10 * max(
                 self.scaler_.explained_variance_[0], 1e-300

@@ -37,7 +37,7 @@ def _blur(batch: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Each image blurred by its own Gaussian ``sigma`` (pixels), separably."""
     n, channels, height, width = batch.shape
     radius = max(1, math.ceil(2.5 * float(sigma.max())))
-    offsets = torch.arange(-radius, radius + 1, dtype=batch.dtype)
+    offsets = torch.arange(-radius, radius + 1, dtype=batch.dtype, device=batch.device)
     safe = sigma.clamp(min=1e-3).to(batch.dtype)[:, None]
     kernel = torch.exp(-0.5 * (offsets[None] / safe) ** 2)
     kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(channels, 0)
@@ -59,12 +59,17 @@ def galaxy_views(
     """
     n, channels = batch.shape[:2]
     device = batch.device
-    x = batch.float().cpu()
+    # every random number from the (CPU) generator, the image work where the batch is
     half_turn = torch.where(torch.rand(n, generator=generator) < 0.5, math.pi, 0.0)
     angle = _uniform(n, -math.radians(rotation), math.radians(rotation), generator) + half_turn
     flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
     zoom = torch.exp(_uniform(n, -_ZOOM, _ZOOM, generator))
     shift = _uniform(2 * n, -2 * _SHIFT, 2 * _SHIFT, generator).reshape(n, 2)
+    blur = _uniform(n, 0.0, _BLUR, generator)
+    gain = torch.exp(_uniform(n, -_BRIGHTNESS, _BRIGHTNESS, generator))[:, None]
+    gain = gain * torch.exp(_COLOUR * torch.randn(n, channels, generator=generator))
+    sigma = _uniform(n, 0.0, _NOISE, generator)[:, None, None, None]
+    noise = torch.randn(batch.shape, generator=generator)
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack(
         [
@@ -72,14 +77,12 @@ def galaxy_views(
             torch.stack([sin * flip, cos, shift[:, 1]], 1),
         ],
         1,
-    )
+    ).to(device)
+    x = batch.float()
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # sample (x + 1) so that what comes in from outside the frame is sky (-1), not grey
     x = F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    x = _blur(x, _uniform(n, 0.0, _BLUR, generator))
-    gain = torch.exp(_uniform(n, -_BRIGHTNESS, _BRIGHTNESS, generator))[:, None]
-    gain = gain * torch.exp(_COLOUR * torch.randn(n, channels, generator=generator))
-    x = x * gain[:, :, None, None] - 1
-    sigma = _uniform(n, 0.0, _NOISE, generator)[:, None, None, None]
-    x = x + sigma * torch.randn(x.shape, generator=generator)
-    return x.clamp(-1, 1).to(device, batch.dtype)
+    x = _blur(x, blur.to(device))
+    x = x * gain.to(device)[:, :, None, None] - 1
+    x = x + sigma.to(device) * noise.to(device)
+    return x.clamp(-1, 1).to(batch.dtype)

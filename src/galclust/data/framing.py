@@ -33,6 +33,7 @@ Each image gets a status, so that fall-backs are counted rather than hidden:
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,7 +54,7 @@ class Galaxy:
     y: float
     radius: float  # 90% light radius
     axis_ratio: float  # b / a, 1 = round
-    angle: float  # major axis, radians counter-clockwise from +x, in (-pi/2, pi/2]
+    angle: float  # major axis, radians from +x (columns) towards +y (rows), in [-pi/2, pi/2]
     status: str
 
 
@@ -97,6 +98,8 @@ def find_galaxy(
         (image.astype(np.float64) - level[:, None, None]).mean(axis=0), dtype=np.float32
     )
     sigma = float(np.sqrt(np.mean(noise**2)) / math.sqrt(len(noise)))
+    if image.dtype == np.uint8:  # a flat 8-bit sky has no spread: one level is the floor
+        sigma = max(sigma, 0.5)
     if not np.isfinite(sigma) or sigma <= 0:
         peak = float(np.abs(detection).max())
         if peak == 0:
@@ -151,13 +154,13 @@ def frame_galaxy(
     extent: float = 1.5,
     align: bool = False,
     neighbours: bool = True,
-    isolate: bool = False,
-    seed: int = 0,
+    seed: int | None = None,
 ) -> tuple[np.ndarray, Galaxy]:
     """Sky-subtracted (C, size, size) float32 image of the central galaxy, and the galaxy.
 
     ``extent`` is the half-side of the frame in units of ``r90``; ``align`` rotates the major
-    axis to horizontal; ``neighbours`` replaces other sources with sky noise. Never raises on
+    axis to horizontal; ``neighbours`` replaces other sources with sky noise (drawn from a seed
+    made from the image when ``seed`` is None). Never raises on
     pixel content: the fall-backs are given by ``Galaxy.status`` (see the module notes).
     """
     pixels = image.astype(np.float64)
@@ -165,11 +168,9 @@ def frame_galaxy(
     level, noise = sky(pixels)
     pixels -= level[:, None, None]
     galaxy, segmap = find_galaxy(image, level, noise)
-    rng = np.random.default_rng(seed)
-    if segmap is not None and isolate:  # only the galaxy, with a soft edge, on a clean sky
-        target = ndimage.binary_dilation(segmap == -1, iterations=2)
-        pixels *= ndimage.gaussian_filter(target.astype(np.float64), 1.5)[None]
-    elif segmap is not None and neighbours:
+    # sky noise drawn from the image itself: reproducible, and different for every galaxy
+    rng = np.random.default_rng(zlib.crc32(pixels[:, :4].tobytes()) if seed is None else seed)
+    if segmap is not None and neighbours:
         others = ndimage.binary_dilation(segmap > 0, iterations=2) & (segmap != -1)
         fill = noise[:, None] * rng.standard_normal((channels, int(others.sum())))
         pixels[:, others] = fill
@@ -189,8 +190,8 @@ def frame_galaxy(
             )
     step = 2 * half / size  # input pixels per output pixel
     angle = galaxy.angle if align and galaxy.status not in ("no_source", "failed") else 0.0
-    # output (row, col) -> input (row, col): rotate by the position angle, then scale.
-    # The image y axis points down, so a counter-clockwise angle is a negative row turn.
+    # output (row, col) -> input (row, col): scale, then turn the output's columns onto the
+    # major axis, which points along (cos, sin) in (column, row) of the input.
     cos, sin = math.cos(angle), math.sin(angle)
     matrix = step * np.array([[cos, sin], [-sin, cos]])
     centre_out = np.array([(size - 1) / 2, (size - 1) / 2])
@@ -207,7 +208,7 @@ def frame_galaxy(
         np.ones((height, width)), matrix, offset, output_shape=(size, size), order=0, cval=0.0
     )
     outside = covered < 0.5
-    if outside.any() and not isolate:
+    if outside.any():
         quiet = noise / max(step, 1.0)
         framed[:, outside] = quiet[:, None] * rng.standard_normal((channels, int(outside.sum())))
     return framed.astype(np.float32), galaxy

@@ -175,12 +175,15 @@ def pack(options: PackOptions) -> PackReport:
         (out / PACK_FILE).unlink(missing_ok=True)  # the last file written marks "done"
         ids = int(pd.util.hash_pandas_object(catalog["id_str"].astype(str), index=False).sum())
         settings = asdict(options) | {"image_size": size, "dtype": dtype, "n": n, "ids": ids}
-        images, done, skipped = _open_partial(out, settings, (n, channels, size, size), dtype)
         status_file = out / ".status.npy.partial"
-        if done and status_file.exists():
+        try:
             status = np.lib.format.open_memmap(status_file, mode="r+")
-        else:
+            if status.shape != (n,):
+                raise ValueError("another pack's statuses")
+        except (OSError, ValueError):  # no statuses of this pack: it cannot resume
+            (out / ".images.npy.partial").unlink(missing_ok=True)
             status = np.lib.format.open_memmap(status_file, mode="w+", dtype=np.uint8, shape=(n,))
+        images, done, skipped = _open_partial(out, settings, (n, channels, size, size), dtype)
         starts = [s for s in range(0, n, _CHUNK) if s >= done]
         work = functools.partial(_pack_chunk, preprocess=preprocess, dtype=dtype, channels=channels)
         chunks = (catalog.iloc[s : s + _CHUNK] for s in starts)

@@ -135,6 +135,11 @@ class Preprocess:
             )
         if self.frame not in _FRAMES:
             raise GalclustValueError(f"frame {self.frame!r}: choose one of {', '.join(_FRAMES)}")
+        if self.frame == "galaxy" and self.asinh_scale is not None:
+            raise GalclustValueError(
+                "the galaxy frame scales each galaxy by its own brightness: it takes no "
+                "dataset-wide asinh scale (--stretch dataset)"
+            )
         if not self.extent > 0:
             raise GalclustValueError(
                 f"--extent {self.extent} must be > 0 (half-side of the frame in r90; try 1.5)"
@@ -165,13 +170,10 @@ class Preprocess:
     def _galaxy_stretch(self, framed: np.ndarray, display: bool) -> np.ndarray:
         """Framed, sky-subtracted pixels to [-1, 1], relative to the galaxy's brightness;
         ``display``: the source was an 8-bit composite, already stretched."""
-        if self.asinh_scale is not None:
-            a, b = self.asinh_scale
-        else:
-            b = float(np.percentile(framed, 99.5))
-            if not b > 0:  # nothing brighter than the sky
-                b = float(np.abs(framed).max()) or 1.0
-            a = b / _SOFTENING
+        b = float(np.percentile(framed, 99.5))
+        if not b > 0:  # nothing brighter than the sky
+            b = float(np.abs(framed).max()) or 1.0
+        a = b / _SOFTENING
         scaled = framed / b if display else np.arcsinh(framed / a) / np.arcsinh(b / a)
         result: np.ndarray = (2 * scaled - 1).clip(-1, 1).astype(np.float32)
         return result

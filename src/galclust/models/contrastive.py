@@ -76,29 +76,33 @@ class Encoder(nn.Module):
             channels *= 2
         self.features = nn.Sequential(*stages, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.out = nn.Linear(channels, latent_dim)
-        self.feature_dim = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.features(x))  # type: ignore[no-any-return]
 
 
+def _similarity(first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine similarities between all 2B views (a view with itself: -inf), in float32, and
+    for each view the index of the other view of its galaxy."""
+    with torch.autocast(first.device.type, enabled=False):
+        z = F.normalize(torch.cat([first, second]).float(), dim=1)
+        similarity = z @ z.T
+    similarity.fill_diagonal_(float("-inf"))  # a view is not its own positive
+    n = first.shape[0]
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return similarity, target
+
+
 def nt_xent(first: torch.Tensor, second: torch.Tensor, temperature: float) -> torch.Tensor:
     """SimCLR's normalised temperature-scaled cross-entropy for two views of B galaxies."""
-    z = F.normalize(torch.cat([first, second]).float(), dim=1)
-    n = first.shape[0]
-    similarity = z @ z.T / temperature
-    similarity.fill_diagonal_(float("-inf"))  # a view is not its own positive
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-    return F.cross_entropy(similarity, target)
+    similarity, target = _similarity(first, second)
+    return F.cross_entropy(similarity / temperature, target)
 
 
+@torch.no_grad()
 def pair_accuracy(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Share of views whose most similar other view is the other view of the same galaxy."""
-    z = F.normalize(torch.cat([first, second]).float(), dim=1)
-    n = first.shape[0]
-    similarity = z @ z.T
-    similarity.fill_diagonal_(float("-inf"))
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    similarity, target = _similarity(first, second)
     return (similarity.argmax(1) == target).float().mean()
 
 
@@ -168,7 +172,8 @@ class ContrastiveModule(L.LightningModule):
             sync_dist=True,
         )
         if len(images) < 2:  # a contrastive loss needs another galaxy to push away
-            return None
+            # a zero loss, not None: under DDP every device must take part in every step
+            return sum(p.sum() for p in self.parameters()) * 0.0  # type: ignore[return-value]
         # validation views are the same every epoch, so its loss is comparable between epochs
         epoch = self.current_epoch if stage == "train" else 0
         parts = [self.hparams["seed"], epoch, batch_idx, int(stage == "val"), self.global_rank]
