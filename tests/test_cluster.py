@@ -219,6 +219,16 @@ def test_few_galaxies_keep_only_the_dimensions_a_mixture_can_fit() -> None:
     assert adjusted_rand_score(y, model.labels_) > 0.95
 
 
+def test_unstable_best_k_falls_back_to_a_coarser_stable_one() -> None:
+    scores = pd.DataFrame({"k": [2, 3, 4, 5, 6], "bic": [50.0, 40, 30, 10, 20],
+                           "silhouette": 0.5, "stability": [0.9, 0.8, 0.7, 0.4, 0.95]})  # fmt: skip
+    k, _, why = AutoCluster()._choose(scores, 2, 6)
+    assert k == 4 and "stable smaller" in why  # never the finer, stable k = 6
+    scores["stability"] = [0.1, 0.1, 0.1, 0.4, 0.95]
+    k, _, why = AutoCluster()._choose(scores, 2, 6)
+    assert k == 5 and "caution" in why
+
+
 def test_one_new_galaxy_is_assigned_and_labels_may_repeat_ids(
     clustered: tuple[Path, Path, np.ndarray], tmp_path: Path
 ) -> None:

