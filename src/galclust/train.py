@@ -614,15 +614,7 @@ def train_vae(options: TrainOptions) -> TrainReport:
     elif source.packed is not None:
         preprocess = Preprocess.from_dict(source.packed["preprocess"])
     else:
-        preprocess = source.preprocess(
-            size,
-            options.mode,
-            options.scaling,
-            options.stretch,
-            frame=options.frame,
-            extent=options.extent,
-            align=options.align,
-        )
+        preprocess = source.preprocess_for(size, options)
     train_rows, val_rows = split_rows(source, options.val_fraction, options.seed)
     if len(train_rows) < 2 or not len(val_rows):
         raise GalclustValueError(

@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,23 @@ log = logging.getLogger(__name__)
 
 PACK_FILE = "pack.json"
 DEFAULT_IMAGE_SIZE = 256
+
+
+class PreprocessChoices(Protocol):
+    """The preprocessing options shared by ``PackOptions`` and ``TrainOptions``."""
+
+    @property
+    def mode(self) -> str: ...
+    @property
+    def scaling(self) -> str: ...
+    @property
+    def stretch(self) -> str: ...
+    @property
+    def frame(self) -> str: ...
+    @property
+    def extent(self) -> float: ...
+    @property
+    def align(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -129,6 +146,18 @@ class Source:
             return Preprocess(size, mode, scaling)
         a, b = np.median(np.array(scales), axis=0)
         return Preprocess(size, mode, scaling, (float(a), float(b)))
+
+    def preprocess_for(self, size: int, options: PreprocessChoices) -> Preprocess:
+        """:meth:`preprocess` with the choices of a pack or training run's options."""
+        return self.preprocess(
+            size,
+            options.mode,
+            options.scaling,
+            options.stretch,
+            frame=options.frame,
+            extent=options.extent,
+            align=options.align,
+        )
 
     def dataset(
         self, preprocess: Preprocess, rows: np.ndarray | None = None, *, channels: int | None = None

@@ -142,15 +142,7 @@ def pack(options: PackOptions) -> PackReport:
         )
     channels = source.channels()
     size = options.image_size or source.default_image_size()
-    preprocess = source.preprocess(
-        size,
-        options.mode,
-        options.scaling,
-        options.stretch,
-        frame=options.frame,
-        extent=options.extent,
-        align=options.align,
-    )
+    preprocess = source.preprocess_for(size, options)
     if size < 16:
         raise GalclustValueError(f"--image-size {size} is too small; give 16 px or more")
     dtype = options.dtype

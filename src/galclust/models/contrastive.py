@@ -24,8 +24,7 @@ from torch import nn
 
 from galclust import __version__
 from galclust.data.augment import galaxy_views
-from galclust.data.transforms import usable
-from galclust.models.lightning import mix_seed
+from galclust.models.lightning import mix_seed, usable_images
 
 #: Marks a checkpoint as a galclust contrastive encoder, checked when one is loaded.
 CHECKPOINT_KIND = "galclust-contrastive"
@@ -159,18 +158,7 @@ class ContrastiveModule(L.LightningModule):
         return self.model(x)  # type: ignore[no-any-return]
 
     def _shared_step(self, batch: torch.Tensor, stage: str, batch_idx: int) -> torch.Tensor | None:
-        images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        keep = usable(images)
-        skipped = int((~keep).sum())
-        images = images[keep] if skipped else images
-        self.log(
-            f"{stage}_skipped",
-            float(skipped),
-            on_step=False,
-            on_epoch=True,
-            reduce_fx="sum",
-            sync_dist=True,
-        )
+        images = usable_images(self, batch, stage)
         if len(images) < 2:  # a contrastive loss needs another galaxy to push away
             # a zero loss, not None: under DDP every device must take part in every step
             return sum(p.sum() for p in self.parameters()) * 0.0  # type: ignore[return-value]

@@ -37,6 +37,23 @@ def mix_seed(values: list[int]) -> int:
     return int(np.random.SeedSequence(values).generate_state(1, np.uint64)[0] >> 1)
 
 
+def usable_images(module: L.LightningModule, batch: Any, stage: str) -> torch.Tensor:
+    """The images of ``batch`` that are not all NaN; the others are counted in the
+    ``{stage}_skipped`` metric."""
+    images: torch.Tensor = batch[0] if isinstance(batch, (list, tuple)) else batch
+    keep = usable(images)
+    skipped = int((~keep).sum())
+    module.log(
+        f"{stage}_skipped",
+        float(skipped),
+        on_step=False,
+        on_epoch=True,
+        reduce_fx="sum",
+        sync_dist=True,
+    )
+    return images[keep] if skipped else images
+
+
 def vae_loss(
     recon: torch.Tensor,
     target: torch.Tensor,
@@ -100,19 +117,7 @@ class VAEModule(L.LightningModule):
         return self.model(x)  # type: ignore[no-any-return]
 
     def _shared_step(self, batch: torch.Tensor, stage: str, batch_idx: int) -> torch.Tensor | None:
-        images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        keep = usable(images)
-        skipped = int((~keep).sum())
-        if skipped:
-            images = images[keep]
-        self.log(
-            f"{stage}_skipped",
-            float(skipped),
-            on_step=False,
-            on_epoch=True,
-            reduce_fx="sum",
-            sync_dist=True,
-        )
+        images = usable_images(self, batch, stage)
         if not len(images):
             return None
         if stage == "train" and self.augment:
