@@ -317,10 +317,11 @@ class Views(L.Callback):
         image_rows(rows, self.run / "views.png")
 
 
-def _preload(train: ImageDataset, val: ImageDataset, workers: int) -> tuple[GalaxyData, GalaxyData]:
+def _preload(
+    train: ImageDataset, val: ImageDataset, channels: int, size: int, workers: int
+) -> tuple[GalaxyData, GalaxyData]:
     """Both sets prepared once in memory when they fit; the framing statuses logged."""
-    first = train[0]
-    need = (len(train) + len(val)) * first.numel() * first.element_size()
+    need = (len(train) + len(val)) * channels * size * size * 4  # float32
     if need > _PRELOAD_BYTES:
         log.warning(
             "%d framed images need %.1f GiB, more than the 2 GiB held in memory: they are "
@@ -625,7 +626,7 @@ def train_vae(options: TrainOptions) -> TrainReport:
     val_data = source.dataset(preprocess, val_rows, channels=channels)
     framed = preprocess.frame == "galaxy"
     if framed and isinstance(train_data, ImageDataset) and isinstance(val_data, ImageDataset):
-        train_data, val_data = _preload(train_data, val_data, options.workers)
+        train_data, val_data = _preload(train_data, val_data, channels, size, options.workers)
     state = {"options": asdict(options), "finished": False, "channels": channels}
     try:
         run.mkdir(parents=True, exist_ok=True)
