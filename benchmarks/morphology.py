@@ -11,6 +11,11 @@ clustered. Printed for each representation, in one table:
   the labels the representation holds at all (a supervised yardstick, not a clustering score);
 - training time.
 
+It also prints a supervised yardstick: an RBF SVM trained on the labels (5-fold) on the framed
+pixels, which shows how much of the labels the images hold at this resolution (0.78 measured;
+the labels come from volunteer votes with unstated thresholds, and many disagree with the
+image: inclined discs called edge-on or spiral, bluish discs called elliptical).
+
 Representations: raw pixels (PCA 50) as the baseline; the reference VAE (64 px, latent 35,
 whole field resized, as in the study); galaxy-framed pixels (PCA 10, no training: what the
 preprocessing alone gives); the reference VAE on galaxy-framed images; the contrastive encoder
@@ -39,6 +44,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
+from sklearn.svm import SVC
 
 from galclust.cluster import AutoCluster
 from galclust.cluster.evaluate import label_scores
@@ -85,6 +91,13 @@ def scores(name: str, Z: np.ndarray, labels: np.ndarray, seconds: float) -> list
     return rows
 
 
+def ceiling(Z: np.ndarray, labels: np.ndarray) -> float:
+    """5-fold accuracy of an RBF SVM trained on the labels: how far the labels can be told
+    apart from these inputs at all, a bound for what unsupervised clusters can reach."""
+    Z = (Z - Z.mean(0)) / Z[:, 0].std()  # one scale for all components: keeps PCA's weighting
+    return float(cross_val_score(SVC(C=1.0), Z, labels, cv=5).mean())
+
+
 def latents(table: pd.DataFrame) -> np.ndarray:
     return table[[c for c in table if c.startswith("z_")]].to_numpy()
 
@@ -111,10 +124,11 @@ def main() -> None:
         framed = pixels(labelled, Preprocess(64, frame="galaxy"))
         rows += scores("galaxy-framed pixels, PCA 10",
                        PCA(10, random_state=0).fit_transform(framed), labels, 0)  # fmt: skip
+        supervised = ceiling(PCA(20, random_state=0).fit_transform(framed), labels)
 
         common = {"workers": 2, "progress": False, "overwrite": True, "image_size": 64}
         for name, extra, epochs in (
-            ("reference VAE (field)", {"mode": "resize"}, vae_epochs),
+            ("reference VAE (field)", {"mode": "resize", "frame": "field"}, vae_epochs),
             ("reference VAE (galaxy frame)", {"frame": "galaxy"}, vae_epochs),
             ("contrastive (galaxy frame)", {"frame": "galaxy", "model": "contrastive",
              "latent_dim": 32, "lr": 2e-3, "batch_size": 128}, contrastive_epochs),
@@ -129,6 +143,8 @@ def main() -> None:
 
         print("\nrepresentation, k, NMI, ARI, purity, kNN accuracy, training seconds")
         print(pd.DataFrame(rows).to_string(index=False, float_format="%.3f"))
+        print(f"\nsupervised yardstick: an RBF SVM trained on the labels (5-fold) reaches "
+              f"{supervised:.3f} on galaxy-framed pixels (PCA 20)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ def main() -> None:
         print(f"simulated {n} galaxies in {time.perf_counter() - t:.0f} s")
         t = time.perf_counter()
         store = root / "store"
-        pack(PackOptions(str(sims), str(store), workers=2))
+        pack(PackOptions(str(sims), str(store), frame="field", workers=2))
         print(f"packed them (float16) in {time.perf_counter() - t:.1f} s\n")
 
         source = open_source(store)

@@ -129,5 +129,7 @@ def test_cli_train_contrastive_and_bad_options(
     assert "--temperature 0.0 must be > 0" in capsys.readouterr().err
     assert main([*args[:4], str(tmp_path / "r3"), "--image-size", "8"]) == 2
     assert "at least 16 pixels" in capsys.readouterr().err
-    assert main([*args, "--stretch", "dataset", "-o", str(tmp_path / "r4")]) == 2
+    assert (
+        main([*args, "--frame", "galaxy", "--stretch", "dataset", "-o", str(tmp_path / "r4")]) == 2
+    )
     assert "choose one" in capsys.readouterr().err

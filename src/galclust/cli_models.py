@@ -21,16 +21,18 @@ examples:
 
 DATA is a scan catalog (rows with status ok), any catalog with id_str and file_loc, a folder
 made by galclust simulate (its train/val split is used), or a store made by galclust pack
-(fastest). Inputs are scaled to [-1, 1]: 8-bit images x/127.5-1, float images by a robust
-arcsinh stretch; other sizes are centre-cropped or noise-padded (--resize-mode resize keeps the
-whole field). The run folder gets checkpoints/best.ckpt and last.ckpt, metrics.csv, loss.png
-and reconstructions.png.
+(fastest). Each image is first framed on its galaxy (centred, cropped to 1.5 x its 90%-light
+radius, neighbours replaced by sky, major axis horizontal) and scaled by the galaxy's own
+brightness; --frame field keeps the whole cutout, as the original study did: 8-bit images
+x/127.5-1, float images by a robust arcsinh stretch, other sizes centre-cropped or noise-padded
+(--resize-mode resize keeps the whole field). The run folder gets checkpoints/best.ckpt and
+last.ckpt, metrics.csv, loss.png and reconstructions.png.
 """
 
 
 def _add_vae_options(p: argparse.ArgumentParser) -> None:
     """Options of ``train vae`` and ``sweep``."""
-    _add_training_options(p, frame="field", batch_size=64)
+    _add_training_options(p, batch_size=64)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
     p.add_argument(
         "--kld-weight", type=float, default=1e-3,
@@ -42,7 +44,7 @@ def _add_vae_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _add_training_options(p: argparse.ArgumentParser, *, frame: str, batch_size: int) -> None:
+def _add_training_options(p: argparse.ArgumentParser, *, batch_size: int) -> None:
     """Options shared by every training command."""
     p.add_argument("data", metavar="DATA", help="catalog, simulate folder or packed store")
     p.add_argument(
@@ -68,7 +70,7 @@ def _add_training_options(p: argparse.ArgumentParser, *, frame: str, batch_size:
         help="to [-1, 1]: auto = uint8 for 8-bit images, asinh for float ones",
     )  # fmt: skip
     _add_stretch(p)
-    _add_frame(p, frame)
+    _add_frame(p, None)
     _add_workers(p, "data-loading processes")
     p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default)")
     p.add_argument("--devices", default="auto", help="number or list of devices (default: auto)")
@@ -88,11 +90,13 @@ def _add_stretch(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _add_frame(p: argparse.ArgumentParser, default: str) -> None:
+def _add_frame(p: argparse.ArgumentParser, default: str | None) -> None:
+    said = "galaxy (a packed store: its own)" if default is None else default
     p.add_argument(
         "--frame", choices=("field", "galaxy"), default=default,
-        help="field: the cutout as it is; galaxy: centre and crop on the galaxy, neighbours "
-        "replaced by sky, scaled by its own brightness (default: %(default)s)",
+        help="galaxy: centre and crop on the galaxy, neighbours replaced by sky, scaled by its "
+        "own brightness; field: the whole cutout, as the original study (default: "
+        f"{said})",
     )  # fmt: skip
     p.add_argument(
         "--extent", type=float, default=1.5,
@@ -156,11 +160,11 @@ def add_train(sub: argparse._SubParsersAction[_Parser]) -> None:
         description="Train a small residual CNN with SimCLR's contrastive loss: two random "
         "views of each galaxy (any rotation, flips, +-20%% zoom, small shifts, blur, "
         "brightness, colour and noise) must be recognised as the same galaxy among the batch. "
-        "By default images are framed on their galaxy first (--frame galaxy).",
+        "Images are framed on their galaxy first (see galclust train vae --help).",
         epilog=_EPILOG_CONTRASTIVE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_training_options(contrastive, frame="galaxy", batch_size=128)
+    _add_training_options(contrastive, batch_size=128)
     contrastive.add_argument(
         "--lr", type=float, default=2e-3,
         help="AdamW learning rate, x 0.97 every epoch (default: %(default)s)",
@@ -341,7 +345,7 @@ def add_pack(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--resize-mode", choices=("crop", "resize"), default="crop")
     p.add_argument("--scaling", choices=("auto", "uint8", "asinh"), default="auto")
     _add_stretch(p)
-    _add_frame(p, "field")
+    _add_frame(p, "galaxy")
     _add_workers(p, "processes decoding images")
     p.add_argument("--overwrite", action="store_true", help="replace a finished store")
     p.set_defaults(run=_run_pack)

@@ -49,6 +49,7 @@ from galclust.data.dataset import (
     ImageDataset,
     Source,
     collate,
+    default_frame,
     open_source,
     preload,
 )
@@ -80,7 +81,9 @@ class TrainOptions:
     """Everything that decides a training run; saved in ``run.json`` and the provenance.
 
     The defaults of ``latent_dim`` and ``lr`` are the VAE's; ``galclust train contrastive``
-    uses 32 and 2e-3. ``extent`` and ``align`` only matter with ``frame="galaxy"``.
+    uses 32 and 2e-3. ``frame`` None (the default) frames images on their galaxy, and keeps a
+    packed store's own framing; ``"field"`` trains on whole cutouts, as the original study did.
+    ``extent`` and ``align`` only matter with ``frame="galaxy"``.
     """
 
     source: str
@@ -99,7 +102,7 @@ class TrainOptions:
     mode: str = "crop"
     scaling: str = "auto"
     stretch: str = "image"
-    frame: str = "field"
+    frame: str | None = None  # None: a packed store's framing, else "galaxy"
     extent: float = 1.5
     align: bool = True
     workers: int = 2
@@ -589,7 +592,12 @@ def train_vae(options: TrainOptions) -> TrainReport:
     source = open_source(options.source)
     channels = source.channels()
     if source.packed is not None:
+        if options.frame is None:  # the store's framing: it cannot be changed after packing
+            stored = Preprocess.from_dict(source.packed["preprocess"])
+            options = replace(options, frame=stored.frame, extent=stored.extent, align=stored.align)
         _check_store(options, source.packed)
+    elif options.frame is None:
+        options = replace(options, frame=default_frame(options.stretch))
     if options.image_size:
         size = options.image_size
     elif source.packed is not None:

@@ -36,6 +36,12 @@ PACK_FILE = "pack.json"
 DEFAULT_IMAGE_SIZE = 256
 
 
+def default_frame(stretch: str) -> str:
+    """The framing when none is asked for: the galaxy frame, except with a dataset-wide
+    stretch, which keeps brightness differences between whole cutouts."""
+    return "field" if stretch == "dataset" else "galaxy"
+
+
 class PreprocessChoices(Protocol):
     """The preprocessing options shared by ``PackOptions`` and ``TrainOptions``."""
 
@@ -46,7 +52,7 @@ class PreprocessChoices(Protocol):
     @property
     def stretch(self) -> str: ...
     @property
-    def frame(self) -> str: ...
+    def frame(self) -> str | None: ...
     @property
     def extent(self) -> float: ...
     @property
@@ -154,7 +160,7 @@ class Source:
             options.mode,
             options.scaling,
             options.stretch,
-            frame=options.frame,
+            frame=options.frame or default_frame(options.stretch),
             extent=options.extent,
             align=options.align,
         )

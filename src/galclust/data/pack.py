@@ -56,7 +56,7 @@ class PackOptions:
     mode: str = "crop"
     scaling: str = "auto"
     stretch: str = "image"
-    frame: str = "field"
+    frame: str = "galaxy"
     extent: float = 1.5
     align: bool = True
     workers: int = 2

@@ -4,6 +4,7 @@ Writes into the output folder::
 
     images.npy         (N, bands, size, size) float32, survey image units, memory-mappable
     catalog.parquet    id_str, file_loc (images.npy), image_index, split, family, every truth column
+    simulation.json    the survey (bands, pixel scale, zeropoint, noise, PSF) and the options
     previews/families.png   example galaxies of each family, one row per family
     provenance.json
 
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from galclust.catalog.schema import write_catalog
+from galclust.catalog.schema import atomic_write_text, write_catalog
 from galclust.exceptions import GalclustFileError, GalclustValueError
 from galclust.parallel import ordered_map
 from galclust.progress import Progress
@@ -55,6 +56,7 @@ __all__ = [
     "draw_params",
     "render",
     "simulate",
+    "simulation_survey",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ log = logging.getLogger(__name__)
 _BLOCK = 32  # galaxies per task
 _MAX_TRIES = 5
 _SPLITS = ("train", "val", "test")
+SIMULATION_FILE = "simulation.json"
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,8 @@ def simulate(options: SimulateOptions) -> SimulateReport:
         os.replace(partial, out / "images.npy")
         catalog = _catalog(rows, options, out)
         _write_previews(out, catalog, survey)
+        about = {"survey": asdict(survey), "options": asdict(options)}
+        atomic_write_text(out / SIMULATION_FILE, json.dumps(about, indent=2, default=list) + "\n")
         write_catalog(catalog, out / "catalog.parquet")
         shutil.rmtree(journal)
     except OSError as exc:
@@ -296,6 +301,16 @@ def _open_partial(
     journal.mkdir()
     stamp.write_text(key)
     return np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape), set()
+
+
+def simulation_survey(folder: str | os.PathLike[str]) -> Survey | None:
+    """The survey a ``galclust simulate`` folder was made for; None for folders made before
+    galclust wrote ``simulation.json``."""
+    path = Path(folder) / SIMULATION_FILE
+    if not path.is_file():
+        return None
+    fields = json.loads(path.read_text())["survey"]
+    return Survey(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
 def _catalog(rows: pd.DataFrame, options: SimulateOptions, out: Path) -> pd.DataFrame:
