@@ -313,10 +313,12 @@ def build_parser() -> _Parser:
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
     from galclust import cli_models as models
+    from galclust.cli_regress import add_predict
 
     for add in (
         _add_scan, _add_catalog, _add_simulate, models.add_pack, models.add_train,
-        models.add_sweep, models.add_embed, models.add_cluster, models.add_assign, _add_demo,
+        models.add_sweep, models.add_embed, models.add_cluster, models.add_assign,
+        add_predict, _add_demo,
     ):  # fmt: skip
         add(sub)
     return parser

@@ -140,7 +140,8 @@ def _train_options(args: argparse.Namespace, **extra: object) -> TrainOptions:
 def add_train(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = sub.add_parser(
         "train",
-        help="train a model (vae: the reference VAE; contrastive: the morphology encoder)",
+        help="train a model (vae: the reference VAE; contrastive: the morphology encoder; "
+        "regressor: measures galaxy parameters)",
         description="Train a model on a catalog, a simulation or a packed store.",
     )
     train_sub = p.add_subparsers(dest="train_command", metavar="MODEL", required=True)
@@ -174,6 +175,9 @@ def add_train(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="of the contrastive loss (default: %(default)s)",
     )  # fmt: skip
     _add_run_options(contrastive, "runs/contrastive", latent_dim=32)
+    from galclust.cli_regress import add_regressor
+
+    add_regressor(train_sub)
 
 
 def _add_run_options(p: argparse.ArgumentParser, output: str, *, latent_dim: int) -> None:

@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import lightning as L
 import numpy as np
@@ -445,8 +445,38 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "32-true"
 
 
+class RunChoices(Protocol):
+    """The options every training run has (``TrainOptions``, ``RegressorOptions``)."""
+
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def accelerator(self) -> str: ...
+    @property
+    def devices(self) -> str: ...
+    @property
+    def num_nodes(self) -> int: ...
+    @property
+    def resume(self) -> bool: ...
+    @property
+    def overwrite(self) -> bool: ...
+
+
+def trainer_for(
+    options: RunChoices, precision: str, callbacks: list[L.Callback], run: Path, progress: bool
+) -> L.Trainer:
+    """A Lightning Trainer for ``options`` (device errors as one-line GalclustValueErrors)."""
+    try:
+        return _trainer(options, precision, callbacks, run, progress)
+    except (MisconfigurationException, ValueError, RuntimeError) as exc:
+        raise GalclustValueError(
+            f"--accelerator {options.accelerator} --devices {options.devices} --precision "
+            f"{precision}: {str(exc).splitlines()[0]}"
+        ) from exc
+
+
 def _trainer(
-    options: TrainOptions, precision: str, callbacks: list[L.Callback], run: Path, progress: bool
+    options: RunChoices, precision: str, callbacks: list[L.Callback], run: Path, progress: bool
 ) -> L.Trainer:
     return L.Trainer(
         max_epochs=options.epochs,
@@ -477,25 +507,29 @@ def _devices(devices: str) -> int | str | list[int]:
         ) from None
 
 
-def _changed(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """The model- and data-defining options that differ between two runs."""
+def _changed(
+    before: dict[str, Any], now: dict[str, Any], fixed: Sequence[str] = _FIXED
+) -> list[str]:
+    """The model- and data-defining options (``fixed``) that differ between two runs."""
 
     def same(key: str) -> bool:
         if key == "source":
             return bool(Path(before[key]).resolve() == Path(now[key]).resolve())
         return bool(before[key] == now[key])
 
-    return [k for k in _FIXED if k in before and not same(k)]
+    return [k for k in fixed if k in before and not same(k)]
 
 
-def _check_run_folder(run: Path, options: TrainOptions) -> Path | None:
-    """The checkpoint to resume from, None for a fresh run; refuse to clobber a run."""
+def check_run_folder(run: Path, options: Any, fixed: Sequence[str] = _FIXED) -> Path | None:
+    """The checkpoint to resume from, None for a fresh run; refuse to clobber a run, or to
+    resume one with other ``fixed`` options. ``options`` is a dataclass of :class:`RunChoices`."""
     last = run / "checkpoints" / "last.ckpt"
     state = json.loads((run / RUN_FILE).read_text()) if (run / RUN_FILE).is_file() else None
     if options.overwrite:
-        for name in ("checkpoints", "reconstructions"):
+        for name in ("checkpoints", "reconstructions", "plots"):
             shutil.rmtree(run / name, ignore_errors=True)
-        for name in (RUN_FILE, "metrics.csv", "loss.png", "reconstructions.png", "views.png"):
+        for name in (RUN_FILE, "metrics.csv", "loss.png", "reconstructions.png", "views.png",
+                     "metrics.json", "test_predictions.parquet"):  # fmt: skip
             (run / name).unlink(missing_ok=True)
         return None
     if state is None and not last.exists():
@@ -510,11 +544,12 @@ def _check_run_folder(run: Path, options: TrainOptions) -> Path | None:
         )
     if state is not None:
         before = state["options"]
-        changed = _changed(before, asdict(options))
+        now = json.loads(json.dumps(asdict(options)))  # as run.json holds it: lists, not tuples
+        changed = _changed(before, now, fixed)
         if changed:
             k = changed[0]
             raise GalclustValueError(
-                f"{run} was trained with {k}={before[k]!r}, not {asdict(options)[k]!r}; resume "
+                f"{run} was trained with {k}={before[k]!r}, not {now[k]!r}; resume "
                 "with the same options or choose another -o"
             )
     return last if last.exists() else None
@@ -610,7 +645,7 @@ def train_vae(options: TrainOptions) -> TrainReport:
         options = replace(options, extent=TrainOptions.extent, align=TrainOptions.align)
     run = Path(options.output)
     if is_lead():
-        resume_from = _check_run_folder(run, options)
+        resume_from = check_run_folder(run, options)
     else:  # a process Lightning started for another device: rank 0 has checked the folder
         last = run / "checkpoints" / "last.ckpt"
         resume_from = last if options.resume and last.exists() else None
@@ -690,13 +725,7 @@ def train_vae(options: TrainOptions) -> TrainReport:
     if not progress:
         callbacks.append(LogProgress())
     precision = resolve_precision(options.precision, options.accelerator)
-    try:
-        trainer = _trainer(options, precision, callbacks, run, progress)
-    except (MisconfigurationException, ValueError, RuntimeError) as exc:
-        raise GalclustValueError(
-            f"--accelerator {options.accelerator} --devices {options.devices} --precision "
-            f"{precision}: {str(exc).splitlines()[0]}"
-        ) from exc
+    trainer = trainer_for(options, precision, callbacks, run, progress)
     log.info(
         "training a %d-d %s on %d galaxies (%d validation), %d px, %d channels, %s on %s",
         options.latent_dim,

@@ -309,8 +309,9 @@ def simulation_survey(folder: str | os.PathLike[str]) -> Survey | None:
     path = Path(folder) / SIMULATION_FILE
     if not path.is_file():
         return None
-    fields = json.loads(path.read_text())["survey"]
-    return Survey(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    stored: dict[str, Any] = json.loads(path.read_text())["survey"]
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()}
+    return Survey(**fields)
 
 
 def _catalog(rows: pd.DataFrame, options: SimulateOptions, out: Path) -> pd.DataFrame:

@@ -1,0 +1,231 @@
+"""A CNN that measures galaxy parameters, with an uncertainty for each, and its training logic.
+
+:class:`Regressor` is a plain ``nn.Module``: a strided stem (a learned 2x2 binning: survey
+pixels sample the PSF finely, so this loses little and quarters the cost), four residual stages
+and a small head that gives, for every output, a mean and a log-variance. Shapes follow from
+``in_channels``, ``image_size`` and ``n_outputs``.
+
+:class:`RegressorModule` trains it with the Gaussian negative log-likelihood of standardised
+targets, so each prediction carries its own uncertainty; random flips and quarter turns of the
+training images are applied with the matching change of the position-angle outputs
+(``cos 2PA``, ``sin 2PA``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from galclust import __version__
+from galclust.data.transforms import symmetry
+from galclust.models.lightning import mix_seed
+
+#: Marks a checkpoint as a galclust regressor, checked when one is loaded.
+CHECKPOINT_KIND = "galclust-regressor"
+_LOGVAR = (-12.0, 6.0)  # clamp of the predicted log-variance of standardised targets
+
+
+def _block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+    )
+
+
+class _Stage(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.body = _block(c_in, c_out, stride)
+        self.skip: nn.Module = (
+            nn.Identity()
+            if c_in == c_out and stride == 1
+            else nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+        )
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.act(self.body(x) + self.skip(x))
+        return out
+
+
+class Regressor(nn.Module):
+    """Images (B, in_channels, image_size, image_size) -> (mean, log-variance), each
+    (B, n_outputs), in standardised target units."""
+
+    def __init__(
+        self, in_channels: int = 3, image_size: int = 128, n_outputs: int = 1, width: int = 24
+    ) -> None:
+        super().__init__()
+        if image_size < 16:
+            raise ValueError(f"image_size {image_size} < 16")
+        self.n_outputs = n_outputs
+        widths = (width, 2 * width, 4 * width, 8 * width)
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            _Stage(width, widths[0], 1),
+            _Stage(widths[0], widths[1], 2),
+            _Stage(widths[1], widths[2], 2),
+            _Stage(widths[2], widths[3], 2),
+            nn.AdaptiveAvgPool2d(4),  # keeps where the light is, not only how much
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(widths[3] * 16, 256),
+            nn.ReLU(inplace=True),
+            nn.Linear(256, 2 * n_outputs),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.head(self.features(x)).float()
+        mean, logvar = out[:, : self.n_outputs], out[:, self.n_outputs :]
+        return mean, logvar.clamp(*_LOGVAR)
+
+
+def gaussian_nll(mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean Gaussian negative log-likelihood per output, constant dropped."""
+    return (0.5 * (logvar + (target - mean) ** 2 * torch.exp(-logvar))).mean()
+
+
+def turn_targets(
+    targets: torch.Tensor, k: torch.Tensor, pa_outputs: tuple[int, int] | None
+) -> torch.Tensor:
+    """Raw (unstandardised) targets after symmetry ``k`` of their images (see
+    :func:`galclust.data.transforms.symmetry`): only the position angle changes. A quarter turn
+    adds 90 degrees to PA (``2 PA`` + 180: cos and sin change sign); a left-right flip negates
+    PA (sin 2PA changes sign)."""
+    if pa_outputs is None:
+        return targets
+    c, s = pa_outputs
+    out = targets.clone()
+    turned = (k % 4) % 2 == 1
+    flipped = k >= 4
+    out[turned, c] = -out[turned, c]
+    out[turned, s] = -out[turned, s]
+    out[flipped, s] = -out[flipped, s]
+    return out
+
+
+class RegressorModule(L.LightningModule):
+    """Training logic of a :class:`Regressor`.
+
+    Parameters
+    ----------
+    in_channels, image_size : int
+        Passed to :class:`Regressor`.
+    targets : dict
+        :meth:`galclust.regress.Targets.to_dict`: names, transforms and the standardisation,
+        kept in the checkpoint with everything else that prediction needs.
+    lr : float
+        AdamW learning rate, divided by 3 whenever the validation loss stalls for 2 epochs.
+    augment : bool
+        Random flips and quarter turns of training images (position angle turned alike).
+    scaling : dict
+        How images were scaled (:meth:`galclust.regress.FluxScaling.to_dict`).
+    survey : dict, optional
+        The training simulation's survey (pixel scale, zeropoint, bands), checked by predict.
+    seed : int
+        Seed of the augmentations.
+    """
+
+    mean: torch.Tensor  # buffers: the standardisation of the raw outputs
+    std: torch.Tensor
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        image_size: int = 128,
+        *,
+        targets: dict[str, Any],
+        lr: float = 1e-3,
+        augment: bool = True,
+        scaling: dict[str, Any] | None = None,
+        survey: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        outputs = targets["outputs"]
+        self.model = Regressor(in_channels, image_size, len(outputs))
+        self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        pa = [i for i, name in enumerate(outputs) if name in ("pa_cos", "pa_sin")]
+        self.pa_outputs = (pa[0], pa[1]) if len(pa) == 2 else None
+        self.register_buffer("mean", torch.tensor(targets["mean"], dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(targets["std"], dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(x.contiguous(memory_format=torch.channels_last))  # type: ignore[no-any-return]
+
+    def _step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, batch_idx: int
+    ) -> torch.Tensor:
+        images, raw = batch
+        if stage == "train" and self.hparams["augment"]:
+            seed = mix_seed([self.hparams["seed"], self.current_epoch, batch_idx])
+            generator = torch.Generator().manual_seed(seed)
+            k = torch.randint(0, 8, (images.shape[0],), generator=generator)
+            turned = torch.empty_like(images)
+            for s in range(8):
+                picked = torch.nonzero(k == s).flatten()
+                if len(picked):
+                    turned[picked] = symmetry(images[picked], s)
+            images = turned
+            raw = turn_targets(raw, k.to(raw.device), self.pa_outputs)
+        target = (raw - self.mean) / self.std
+        mean, logvar = self(images)
+        loss = gaussian_nll(mean, logvar, target)
+        mse = ((mean - target) ** 2).mean()
+        self.log_dict(
+            {f"{stage}_loss": loss, f"{stage}_mse": mse},
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage == "val",
+            batch_size=images.shape[0],
+            sync_dist=True,
+        )
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train", batch_idx)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "val", batch_idx)
+
+    def predict_raw(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Means and standard deviations of the raw (unstandardised) outputs."""
+        mean, logvar = self(images)
+        return mean * self.std + self.mean, torch.exp(0.5 * logvar) * self.std
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        # the likelihood's gradients spike when a predicted variance collapses: cap them
+        self.clip_gradients(optimizer, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["galclust"] = {"kind": CHECKPOINT_KIND, "version": __version__}
+
+    def configure_optimizers(self) -> Any:
+        optimiser = torch.optim.AdamW(self.parameters(), lr=self.hparams["lr"], weight_decay=1e-4)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=1 / 3, patience=2)
+        return {
+            "optimizer": optimiser,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"},
+        }
+
+
+def position_angle(cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
+    """Degrees in [0, 180) from (cos 2PA, sin 2PA)."""
+    return torch.rad2deg(0.5 * torch.atan2(sin2, cos2)) % 180.0

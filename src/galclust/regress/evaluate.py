@@ -1,0 +1,292 @@
+"""Loading, calibrating and scoring a trained regressor on the test split."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import os
+import pickle
+import time
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from galclust.catalog.schema import atomic_write_text, write_catalog
+from galclust.exceptions import GalclustFileError, GalclustValueError
+from galclust.models.regressor import CHECKPOINT_KIND, RegressorModule
+from galclust.regress.targets import RegressionData, Targets, loader, target_kind
+
+log = logging.getLogger(__name__)
+
+
+# --- inference, calibration and scores ----------------------------------------------------------
+
+
+def load_regressor(path: str | os.PathLike[str]) -> tuple[RegressorModule, dict[str, Any]]:
+    """A trained regressor (eval mode, CPU) and the ``galclust`` block of its checkpoint.
+
+    Raises
+    ------
+    GalclustFileError
+        The file is missing or unreadable.
+    GalclustValueError
+        A checkpoint of another kind (a VAE, a contrastive encoder) or architecture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GalclustFileError(f"checkpoint {path} not found; give RUN/checkpoints/best.ckpt")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise GalclustFileError(
+            f"{path} is not a readable checkpoint ({str(exc).splitlines()[0][:120]}); use "
+            "another, e.g. checkpoints/last.ckpt"
+        ) from exc
+    about = checkpoint.get("galclust", {}) if isinstance(checkpoint, dict) else {}
+    kind = about.get("kind")
+    if kind != CHECKPOINT_KIND:
+        what = (
+            f"a {kind.removeprefix('galclust-')} checkpoint"
+            if kind
+            else "not a galclust checkpoint"
+        )
+        raise GalclustValueError(
+            f"{path} is {what}, not a regressor; give RUN/checkpoints/best.ckpt of "
+            "galclust train regressor"
+        )
+    try:
+        module = RegressorModule(**checkpoint["hyper_parameters"])
+        module.load_state_dict(checkpoint["state_dict"], strict=True)
+    except (TypeError, RuntimeError, KeyError) as exc:
+        raise GalclustValueError(
+            f"{path} holds weights of another architecture ({str(exc).splitlines()[0][:120]}); "
+            "train again with this galclust version"
+        ) from exc
+    return module.eval(), about
+
+
+def infer(
+    module: RegressorModule,
+    data: RegressionData,
+    batch_size: int,
+    workers: int,
+    scale: Sequence[float] | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Raw-unit means and sigmas (N, outputs) for every row of ``data``, and the seconds the
+    network took per galaxy (reading excluded). ``scale`` multiplies the sigmas (calibration)."""
+    means, sigmas, seconds = [], [], 0.0
+    with torch.inference_mode():
+        for images, _ in loader(data, batch_size, workers):
+            t = time.perf_counter()
+            mean, sigma = module.predict_raw(images)
+            seconds += time.perf_counter() - t
+            means.append(mean.numpy())
+            sigmas.append(sigma.numpy())
+    mean_all = np.concatenate(means) if means else np.zeros((0, len(module.mean)))
+    sigma_all = np.concatenate(sigmas) if sigmas else np.zeros((0, len(module.mean)))
+    if scale is not None:
+        sigma_all = sigma_all * np.asarray(scale, np.float32)
+    return mean_all, sigma_all, seconds / max(len(data), 1)
+
+
+def calibrate(checkpoint: Path, val: RegressionData, batch_size: int, workers: int) -> list[float]:
+    """Rescale each output's sigmas so that their normalised residuals on the validation split
+    have unit spread (68% within 1 sigma for Gaussian errors); stored in the checkpoint."""
+    module, _ = load_regressor(checkpoint)
+    mean, sigma, _ = infer(module, val, batch_size, workers)
+    z = (val.targets.numpy() - mean) / np.maximum(sigma, 1e-12)
+    scale = [float(s) for s in 1.4826 * np.median(np.abs(z), axis=0)]  # robust: outliers aside
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    stored["galclust"]["sigma_scale"] = scale
+    tmp = checkpoint.with_name(f".{checkpoint.name}.tmp")
+    torch.save(stored, tmp)
+    os.replace(tmp, checkpoint)
+    log.info(
+        "uncertainties rescaled on the validation split by %s", ", ".join(f"{s:.2f}" for s in scale)
+    )
+    return scale
+
+
+def residuals(name: str, true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Errors in the unit a target is judged in: dex for log targets, degrees (wrapped to
+    [-90, 90)) for ``pa``, the catalog's unit otherwise."""
+    kind = target_kind(name)
+    delta: np.ndarray
+    if kind == "log":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            delta = np.log10(pred / true)
+    elif kind == "angle":
+        delta = (pred - true + 90.0) % 180.0 - 90.0
+    else:
+        delta = pred - true
+    return delta
+
+
+def unit(name: str) -> str:
+    kind = target_kind(name)
+    return "dex" if kind == "log" else "degrees" if kind == "angle" else name.split("_")[0]
+
+
+def scores(name: str, true: np.ndarray, pred: np.ndarray, err: np.ndarray) -> dict[str, Any]:
+    """RMSE, bias (mean error), NMAD (1.4826 x median absolute deviation of the errors),
+    outlier fraction (errors beyond 3 NMAD from their median), the fractions within 1 and 2
+    predicted sigmas, and for log targets the median absolute relative error."""
+    delta = residuals(name, true, pred)
+    if not len(delta):
+        return {"n": 0, "unit": unit(name)}
+    sigma = err if target_kind(name) != "log" else err / (pred * math.log(10))  # in dex
+    middle = float(np.median(delta))
+    nmad = float(1.4826 * np.median(np.abs(delta - middle)))
+    row: dict[str, Any] = {
+        "n": len(delta),
+        "unit": unit(name),
+        "rmse": float(np.sqrt(np.mean(delta**2))),
+        "bias": float(np.mean(delta)),
+        "nmad": nmad,
+        "outlier_fraction": float(np.mean(np.abs(delta - middle) > 3 * nmad)) if nmad else 0.0,
+    }
+    if np.isfinite(sigma).any():  # the classical fit gives no uncertainties
+        z = np.abs(delta) / np.maximum(sigma, 1e-12)
+        row["within_1sigma"] = float(np.mean(z <= 1))
+        row["within_2sigma"] = float(np.mean(z <= 2))
+    if target_kind(name) == "log":
+        row["median_abs_relative_error"] = float(np.median(np.abs(pred / true - 1)))
+    return row
+
+
+def _binned(
+    names: Sequence[str],
+    truth: pd.DataFrame,
+    pred: pd.DataFrame,
+    by: str,
+    edges: Sequence[float] | np.ndarray,
+) -> dict[str, list[dict[str, Any]]]:
+    values = truth[by].to_numpy()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name in names:
+        rows = []
+        for lo, hi in itertools.pairwise(edges):
+            inside = (values >= lo) & (values < hi)
+            if inside.any():
+                row = scores(name, truth[name].to_numpy()[inside], pred[name].to_numpy()[inside],
+                             pred[f"{name}_err"].to_numpy()[inside])  # fmt: skip
+                rows.append({"bin": [float(lo), float(hi)], **row})
+        out[name] = rows
+    return out
+
+
+def evaluate(
+    checkpoint: Path,
+    test: RegressionData,
+    run: Path,
+    truth: pd.DataFrame,
+    *,
+    batch_size: int = 128,
+    workers: int = 0,
+    baseline: int = 0,
+) -> dict[str, Any]:
+    """Score the model of ``checkpoint`` on the test rows; write ``metrics.json``,
+    ``test_predictions.parquet`` (truth, prediction and sigma per target) and
+    ``plots/<target>.png`` (predicted against true with the 1:1 line, errors against the true
+    magnitude). Scores are given for all test galaxies, for those with S/N >= 20, and in bins of
+    magnitude and S/N; with ``baseline`` > 0 the classical Sersic fit is scored on the
+    first test galaxies alike (:mod:`galclust.baseline`)."""
+    module, about = load_regressor(checkpoint)
+    targets = Targets.from_dict(module.hparams["targets"])
+    mean, sigma, seconds = infer(module, test, batch_size, workers,
+                                 about.get("sigma_scale"))  # fmt: skip
+    pred = targets.decode(mean, sigma)
+    truth = truth.reset_index(drop=True)
+    mag = _reference(truth, "mag_")
+    snr = _reference(truth, "snr_")
+    metrics: dict[str, Any] = {
+        "targets": list(targets.names),
+        "test_count": len(truth),
+        "cnn_ms_per_galaxy": seconds * 1e3,
+        "magnitude_column": mag,
+        "snr_column": snr,
+    }
+    names = targets.names
+    metrics["test"] = {n: scores(n, truth[n].to_numpy(), pred[n].to_numpy(),
+                                 pred[f"{n}_err"].to_numpy()) for n in names}  # fmt: skip
+    if snr is not None:
+        bright = truth[snr].to_numpy() >= 20
+        metrics["test_snr20"] = {
+            n: scores(n, truth[n].to_numpy()[bright], pred[n].to_numpy()[bright],
+                      pred[f"{n}_err"].to_numpy()[bright])
+            for n in names
+        }  # fmt: skip
+        metrics["by_snr"] = _binned(names, truth, pred, snr, [0, 10, 20, 50, 100, 300, np.inf])
+    if mag is not None:
+        lo, hi = np.floor(truth[mag].min()), np.ceil(truth[mag].max())
+        metrics["by_magnitude"] = _binned(names, truth, pred, mag, np.arange(lo, hi + 1, 1.0))
+    if "family" in truth and "sersic_n" in names:
+        single = truth["family"].isin(["elliptical", "compact"]).to_numpy().copy()
+        if snr is not None:
+            single &= truth[snr].to_numpy() >= 20
+        metrics["sersic_n_single_component_snr20"] = scores(
+            "sersic_n", truth["sersic_n"].to_numpy()[single], pred["sersic_n"].to_numpy()[single],
+            pred["sersic_n_err"].to_numpy()[single],
+        )  # fmt: skip
+    survey = module.hparams.get("survey") or {}
+    if baseline and survey:
+        from galclust.regress.baseline import fit_sersic_batch
+
+        metrics["baseline"] = fit_sersic_batch(
+            test, truth, pred, names, baseline, cnn_ms=metrics["cnn_ms_per_galaxy"],
+            pixel_scale=survey["pixel_scale"], zeropoint=survey["zeropoint"], workers=workers,
+        )  # fmt: skip
+    elif baseline:
+        log.warning("the simulation does not say its pixel scale (no simulation.json): no baseline")
+    table = pd.concat(
+        [truth[["id_str", *[c for c in ("family", mag, snr)
+                            if c and c in truth and c not in names]]],
+         truth[list(names)].add_prefix("true_"), pred], axis=1,
+    )  # fmt: skip
+    write_catalog(table, run / "test_predictions.parquet")
+    _plots(names, truth, pred, mag, run / "plots")
+    atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2, default=float) + "\n")
+    return metrics
+
+
+def _reference(truth: pd.DataFrame, prefix: str) -> str | None:
+    """The r-band (else first) column with ``prefix``: what scores are binned by."""
+    columns = [c for c in truth.columns if c.startswith(prefix)]
+    return f"{prefix}r" if f"{prefix}r" in columns else (columns[0] if columns else None)
+
+
+def _plots(
+    names: Sequence[str], truth: pd.DataFrame, pred: pd.DataFrame, mag: str | None, folder: Path
+) -> None:
+    import matplotlib.pyplot as plt
+
+    from galclust.plots import save
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        true, guess = truth[name].to_numpy(), pred[name].to_numpy()
+        figure, axes = plt.subplots(1, 2, figsize=(9, 4))
+        log_axes = target_kind(name) == "log"
+        axes[0].scatter(true, guess, s=3, alpha=0.4, lw=0)
+        span = [np.nanmin([true.min(), guess.min()]), np.nanmax([true.max(), guess.max()])]
+        axes[0].plot(span, span, "k-", lw=1, label="1:1")
+        if log_axes:
+            axes[0].set(xscale="log", yscale="log")
+        axes[0].set(xlabel=f"true {name}", ylabel=f"predicted {name}", title=name)
+        axes[0].legend(loc="upper left")
+        delta = residuals(name, true, guess)
+        x = truth[mag].to_numpy() if mag else true
+        axes[1].scatter(x, delta, s=3, alpha=0.4, lw=0)
+        axes[1].axhline(0, color="k", lw=1)
+        axes[1].set(xlabel=f"true {mag or name}", ylabel=f"error ({unit(name)})",
+                    title="error against magnitude")  # fmt: skip
+        figure.tight_layout()
+        save(figure, folder / f"{name}.png")
+        plt.close(figure)

@@ -1,0 +1,145 @@
+"""``galclust predict``: a trained regressor applied to any catalog."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from galclust.catalog.schema import write_catalog
+from galclust.data.dataset import open_source
+from galclust.exceptions import GalclustValueError
+from galclust.regress.evaluate import infer, load_regressor
+from galclust.regress.targets import FluxScaling, RegressionData, Targets
+from galclust.simulate import simulation_survey
+
+log = logging.getLogger(__name__)
+
+
+# --- prediction ----------------------------------------------------------------------------------
+
+
+@dataclass
+class PredictReport:
+    """Predictions for a catalog and what was assumed about its images."""
+
+    table: pd.DataFrame
+    output: Path | None
+    notes: list[str]
+    seconds: float
+
+    def summary(self) -> str:
+        where = f" into {self.output}" if self.output else ""
+        names = [c for c in self.table.columns if c != "id_str" and not c.endswith("_err")]
+        lines = [f"predicted {', '.join(names)} for {len(self.table)} galaxies in "
+                 f"{self.seconds:.1f} s{where}"]  # fmt: skip
+        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+
+
+def _header_pixel_scale(loc: str) -> float | None:
+    """arcsec / pixel from a FITS header (PIXSCALE, else the WCS), None if it does not say."""
+    if not loc.lower().endswith((".fits", ".fit", ".fits.gz", ".fz")):
+        return None
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    try:
+        header = fits.getheader(loc)
+        if "PIXSCALE" in header:
+            return float(header["PIXSCALE"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wcs = WCS(header)
+        if wcs.has_celestial:
+            return float(np.mean(np.abs(wcs.celestial.proj_plane_pixel_scales())) * 3600)
+    except (OSError, ValueError, KeyError):
+        return None
+    return None
+
+
+def predict(
+    checkpoint: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    pixel_scale: float | None = None,
+    zeropoint: float | None = None,
+    batch_size: int = 128,
+    workers: int = 2,
+) -> PredictReport:
+    """Apply a trained regressor to any catalog, simulation or folder scan.
+
+    Images are prepared as in training (crop or noise-pad to the training size, the training
+    flux scaling). The pixel scale (``pixel_scale``, else the first FITS header's PIXSCALE or
+    WCS) must match the training simulation's within 2%; with ``zeropoint`` the images are
+    converted to the training zeropoint, without it they are assumed to share it (a note says
+    so).
+
+    Returns
+    -------
+    PredictReport
+        ``table``: id_str, then each target and ``<target>_err`` (1 sigma, calibrated).
+
+    Raises
+    ------
+    GalclustValueError
+        Another kind of checkpoint, another band count than training, a pixel scale that does
+        not match.
+    """
+    start = time.perf_counter()
+    module, about = load_regressor(checkpoint)
+    hp = module.hparams
+    scaling = FluxScaling.from_dict(hp["scaling"])
+    survey = hp.get("survey") or {}
+    source = open_source(data)
+    catalog = source.catalog
+    bands = source.channels()
+    if bands != hp["in_channels"]:
+        raise GalclustValueError(
+            f"{data} has {bands}-band images, the regressor was trained on {hp['in_channels']} "
+            f"({', '.join(survey.get('bands', [])) or 'bands'}); give images of the same bands"
+        )
+    notes: list[str] = []
+    trained_scale = survey.get("pixel_scale")
+    data_scale = pixel_scale
+    if data_scale is None and source.kind == "simulation":
+        other = simulation_survey(source.path)
+        data_scale = other.pixel_scale if other else None
+        if other and zeropoint is None:
+            zeropoint = other.zeropoint
+    if data_scale is None and len(catalog):
+        data_scale = _header_pixel_scale(str(catalog["file_loc"].iloc[0]))
+    if trained_scale and data_scale and abs(data_scale / trained_scale - 1) > 0.02:
+        raise GalclustValueError(
+            f"{data} has {data_scale:.4g} arcsec/pixel, the regressor was trained at "
+            f"{trained_scale:.4g}; resample the images, or train on a simulation with "
+            f"--pixel-scale {data_scale:.4g}"
+        )
+    if trained_scale and data_scale is None:
+        notes.append(f"pixel scale unknown: assumed {trained_scale} arcsec/pixel as in training")
+    gain = 1.0
+    trained_zp = survey.get("zeropoint")
+    if zeropoint is not None and trained_zp is not None:
+        gain = 10 ** (0.4 * (trained_zp - zeropoint))
+    elif trained_zp is not None:
+        notes.append(f"zeropoint unknown: assumed {trained_zp} as in training (--zeropoint)")
+    targets = Targets.from_dict(hp["targets"])
+    dataset = RegressionData(catalog, scaling, None, gain)
+    mean, sigma, _ = infer(module, dataset, batch_size, workers, about.get("sigma_scale"))
+    table = pd.concat(
+        [catalog[["id_str"]].reset_index(drop=True), targets.decode(mean, sigma)], axis=1
+    )
+    blank = ~np.isfinite(mean).all(axis=1)
+    if blank.any():
+        notes.append(f"{int(blank.sum())} images without finite pixels: NaN predictions")
+    if output is not None:
+        write_catalog(table, Path(output))
+    return PredictReport(
+        table, Path(output) if output else None, notes, time.perf_counter() - start
+    )

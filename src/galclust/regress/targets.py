@@ -1,0 +1,189 @@
+"""What a regressor predicts and sees: :class:`Targets` (catalog columns -> standardised
+network outputs and back) and :class:`FluxScaling` (pixels -> inputs that keep absolute
+brightness), with the dataset and loader that pair them."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from galclust.data.dataset import ImageDataset
+from galclust.data.transforms import finite_pixels, fit_to_size
+from galclust.train import EpochSampler
+
+log = logging.getLogger(__name__)
+
+
+_ASINH_NORM = 5.0  # asinh(flux / noise) / this: a bright core ends near 1-2
+_LOG_NAMES = ("sersic_n", "n_bulge", "n_disk")
+
+
+def target_kind(name: str) -> str:
+    """How a target is regressed: ``log``, ``angle`` or ``linear``."""
+    if name == "pa":
+        return "angle"
+    if name.startswith(("hlr", "flux_")) or name in _LOG_NAMES:
+        return "log"
+    return "linear"
+
+
+# --- targets and images --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The regressed catalog columns, the network outputs they become, and the standardisation
+    (mean and spread of each output over the training set)."""
+
+    names: tuple[str, ...]
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        out: list[str] = []
+        for name in self.names:
+            kind = target_kind(name)
+            out += (
+                ["pa_cos", "pa_sin"]
+                if kind == "angle"
+                else [f"log10_{name}" if kind == "log" else name]
+            )
+        return tuple(out)
+
+    def raw(self, table: pd.DataFrame) -> np.ndarray:
+        """(N, outputs) float32: the catalog values as the network predicts them; NaN where a
+        value is missing, not finite, or not positive for a log target."""
+        columns: list[np.ndarray] = []
+        for name in self.names:
+            values = pd.to_numeric(table[name], errors="coerce").to_numpy(np.float64)
+            kind = target_kind(name)
+            if kind == "angle":
+                angle = np.deg2rad(2 * values)
+                columns += [np.cos(angle), np.sin(angle)]
+            elif kind == "log":
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    columns.append(np.where(values > 0, np.log10(values), np.nan))
+            else:
+                columns.append(values)
+        out = np.stack(columns, axis=1)
+        out[~np.isfinite(out)] = np.nan
+        return out.astype(np.float32)
+
+    def fitted(self, raw: np.ndarray) -> Targets:
+        """These targets standardised on ``raw`` (the training rows)."""
+        std = np.nanstd(raw, axis=0)
+        return replace(
+            self,
+            mean=tuple(float(m) for m in np.nanmean(raw, axis=0)),
+            std=tuple(float(s) if s > 0 else 1.0 for s in std),
+        )
+
+    def decode(self, mean: np.ndarray, sigma: np.ndarray) -> pd.DataFrame:
+        """Network outputs (raw units) -> one column per target and ``<target>_err`` (1 sigma),
+        in the catalog's units (degrees for ``pa``)."""
+        table: dict[str, np.ndarray] = {}
+        i = 0
+        for name in self.names:
+            kind = target_kind(name)
+            if kind == "angle":
+                c, s, dc, ds = mean[:, i], mean[:, i + 1], sigma[:, i], sigma[:, i + 1]
+                table[name] = np.rad2deg(0.5 * np.arctan2(s, c)) % 180.0
+                r2 = np.maximum(c**2 + s**2, 1e-12)
+                table[f"{name}_err"] = np.rad2deg(0.5 * np.sqrt((s * dc) ** 2 + (c * ds) ** 2) / r2)
+                i += 2
+                continue
+            if kind == "log":
+                value = 10.0 ** mean[:, i]
+                table[name], table[f"{name}_err"] = value, value * math.log(10) * sigma[:, i]
+            else:
+                table[name], table[f"{name}_err"] = mean[:, i], sigma[:, i]
+            i += 1
+        return pd.DataFrame(table)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"names": list(self.names), "outputs": list(self.outputs),
+                "mean": list(self.mean), "std": list(self.std)}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Targets:
+        return cls(tuple(values["names"]), tuple(values["mean"]), tuple(values["std"]))
+
+
+@dataclass(frozen=True)
+class FluxScaling:
+    """Pixels (survey image units) -> network input: centre-cropped or noise-padded to
+    ``image_size``, then ``asinh(x / noise) / 5`` per band, the same for every galaxy."""
+
+    image_size: int
+    noise: tuple[float, ...]  # per band, image units
+
+    def __call__(self, pixels: np.ndarray, gain: float = 1.0) -> np.ndarray:
+        """``gain`` converts the image to the training zeropoint first."""
+        finite = finite_pixels(np.asarray(pixels, dtype=np.float32))
+        if finite is None:
+            return np.full((len(self.noise), self.image_size, self.image_size), np.nan, np.float32)
+        fitted = fit_to_size(finite, self.image_size) * np.float32(gain)
+        noise = np.asarray(self.noise, np.float32)[:, None, None]
+        scaled: np.ndarray = (np.arcsinh(fitted / noise) / _ASINH_NORM).astype(np.float32)
+        return scaled
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"image_size": self.image_size, "noise": list(self.noise)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FluxScaling:
+        return cls(int(values["image_size"]), tuple(float(v) for v in values["noise"]))
+
+
+class RegressionData(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Rows of a catalog as (scaled image, raw targets); targets may be empty (prediction)."""
+
+    def __init__(
+        self,
+        catalog: pd.DataFrame,
+        scaling: FluxScaling,
+        targets: np.ndarray | None = None,
+        gain: float = 1.0,
+    ) -> None:
+        self.images = ImageDataset(catalog, None)
+        self.scaling = scaling
+        self.targets = (
+            torch.from_numpy(targets) if targets is not None else torch.zeros((len(catalog), 0))
+        )
+        self.gain = gain
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = torch.from_numpy(self.scaling(self.images.pixels(i), self.gain))
+        return image, self.targets[i]
+
+
+def _stack(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    images, targets = zip(*batch, strict=True)
+    return torch.stack(images), torch.stack(targets)
+
+
+def loader(
+    data: RegressionData, batch_size: int, workers: int, seed: int | None = None
+) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
+    return DataLoader(
+        data,
+        batch_size=batch_size,
+        sampler=EpochSampler(len(data), seed) if seed is not None else None,
+        num_workers=workers,
+        collate_fn=_stack,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=seed is not None and len(data) > batch_size and len(data) % batch_size == 1,
+    )

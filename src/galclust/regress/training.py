@@ -1,0 +1,291 @@
+"""Training a regressor on a ``galclust simulate`` folder (:func:`train_regressor`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+
+from galclust.catalog.schema import atomic_write_text
+from galclust.data.dataset import ImageDataset, open_source
+from galclust.exceptions import GalclustFileError, GalclustValueError
+from galclust.models.regressor import RegressorModule
+from galclust.provenance import is_lead
+from galclust.regress.evaluate import calibrate, evaluate
+from galclust.regress.targets import FluxScaling, RegressionData, Targets, loader
+from galclust.simulate import Survey, simulation_survey
+
+log = logging.getLogger(__name__)
+
+
+_FIXED = ("source", "targets", "image_size", "lr", "seed", "augment", "batch_size")
+
+
+@dataclass(frozen=True)
+class RegressorOptions:
+    """Everything that decides a regressor run; saved in ``run.json``."""
+
+    source: str
+    output: str
+    targets: tuple[str, ...] = ()  # empty: the simulation's first magnitude column
+    image_size: int | None = None  # None: the simulation's stamp size
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    patience: int = 6  # epochs without a better validation loss before stopping
+    seed: int = 0
+    augment: bool = True
+    baseline: int = 100  # test galaxies also measured by the classical Sersic fit (0: none)
+    workers: int = 2
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    precision: str = "auto"
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool | None = None
+
+
+@dataclass
+class RegressorReport:
+    """How a regressor run went, with the test-set scores of :func:`evaluate`."""
+
+    output: Path
+    epochs: int
+    seconds: float
+    train_count: int
+    val_count: int
+    test_count: int
+    dropped: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [
+            f"trained {self.epochs} epochs on {self.train_count} galaxies ({self.val_count} "
+            f"validation) in {self.seconds:.0f} s; tested on {self.test_count} into {self.output}"
+            + (f"; {self.dropped} rows without a finite target dropped" if self.dropped else "")
+        ]
+        for name, row in self.metrics.get("test_snr20", {}).items():
+            lines.append(
+                f"  {name:>10}: RMSE {row['rmse']:.4g}  bias {row['bias']:+.3g}  NMAD "
+                f"{row['nmad']:.3g}  within 1 sigma {row['within_1sigma']:.0%}  (S/N >= 20, "
+                f"{row['n']} galaxies; {row['unit']})"
+            )
+        return "\n".join(lines)
+
+
+def _default_targets(catalog: pd.DataFrame, source: str) -> tuple[str, ...]:
+    mags = [c for c in catalog.columns if c.startswith("mag_")]
+    if not mags:
+        raise GalclustValueError(f"{source} has no mag_* column; name the targets with --targets")
+    return ("mag_r",) if "mag_r" in mags else (mags[0],)
+
+
+def _simulation(options: RegressorOptions) -> tuple[pd.DataFrame, Survey | None]:
+    source = open_source(options.source)
+    if source.kind != "simulation":
+        raise GalclustValueError(
+            f"{options.source} is not a galclust simulate folder; the regressor learns from "
+            "simulated galaxies with known parameters (galclust simulate -n 50000 -o sims)"
+        )
+    catalog = source.catalog
+    split = catalog["split"].astype(str) if "split" in catalog else pd.Series(dtype=str)
+    missing = [s for s in ("train", "val", "test") if not (split == s).any()]
+    if missing:
+        raise GalclustValueError(
+            f"{options.source} has no {missing[0]} split (its split column has "
+            f"{', '.join(sorted(set(split))) or 'nothing'}); simulate again with "
+            "--split 0.8,0.1,0.1"
+        )
+    return catalog, simulation_survey(options.source)
+
+
+def _check_targets(names: Sequence[str], catalog: pd.DataFrame, source: str) -> None:
+    for name in names:
+        if name not in catalog.columns:
+            numeric = [c for c in catalog.columns if pd.api.types.is_numeric_dtype(catalog[c])]
+            raise GalclustValueError(
+                f"--targets {name!r} is not a column of {source}; choose from "
+                f"{', '.join(c for c in numeric if c not in ('image_index', 'seed'))}"
+            )
+        if not pd.api.types.is_numeric_dtype(catalog[name]):
+            raise GalclustValueError(f"--targets {name!r} of {source} is not numeric")
+    if len(set(names)) != len(names):
+        raise GalclustValueError(f"--targets {','.join(names)} names a column twice")
+
+
+def _validate(options: RegressorOptions) -> None:
+    for name in ("epochs", "batch_size", "patience", "num_nodes"):
+        if getattr(options, name) < 1:
+            raise GalclustValueError(
+                f"--{name.replace('_', '-')} {getattr(options, name)} must be at least 1"
+            )
+    if options.lr <= 0:
+        raise GalclustValueError(f"--lr {options.lr} must be > 0")
+    if options.baseline < 0 or options.workers < 0:
+        raise GalclustValueError("--baseline and --workers must be 0 or more")
+    if options.image_size is not None and options.image_size < 16:
+        raise GalclustValueError(f"--image-size {options.image_size}: give 16 px or more")
+
+
+def train_regressor(options: RegressorOptions) -> RegressorReport:
+    """Train a :class:`~galclust.models.regressor.Regressor` on a simulation, then score it on
+    the simulation's test split (:func:`evaluate`).
+
+    Rows whose targets are missing (NaN, or not positive for a log target) are dropped and
+    counted.
+
+    Raises
+    ------
+    GalclustValueError
+        Not a simulation, no train/val/test split, a target that is not a numeric column, a bad
+        option, or a resume with other options.
+    GalclustFileError
+        The run folder holds another run (pass ``resume`` or ``overwrite``).
+    """
+    from galclust.train import (
+        History,
+        LogProgress,
+        check_run_folder,
+        resolve_precision,
+        trainer_for,
+    )
+
+    start = time.perf_counter()
+    _validate(options)
+    catalog, survey = _simulation(options)
+    names = options.targets or _default_targets(catalog, options.source)
+    _check_targets(names, catalog, options.source)
+    images = ImageDataset(catalog.head(1), None).pixels(0)
+    size = options.image_size or int(images.shape[-1])
+    options = replace(options, targets=tuple(names), image_size=size)
+    targets = Targets(tuple(names))
+    raw = targets.raw(catalog)
+    usable = np.isfinite(raw).all(axis=1)
+    dropped = int((~usable).sum())
+    if dropped:
+        log.warning("%d of %d rows have no finite %s: dropped", dropped, len(raw), ", ".join(names))
+    split = catalog["split"].astype(str).to_numpy()
+    rows = {s: np.flatnonzero((split == s) & usable) for s in ("train", "val", "test")}
+    if len(rows["train"]) < 2 or not len(rows["val"]) or not len(rows["test"]):
+        raise GalclustValueError(
+            f"{options.source} has {len(rows['train'])} train, {len(rows['val'])} val and "
+            f"{len(rows['test'])} test galaxies with finite targets: too few; simulate more"
+        )
+    noise = _noise(catalog, survey, int(images.shape[0]), options.source)
+    scaling = FluxScaling(size, noise)
+    run = Path(options.output)
+    resume_from = check_run_folder(run, options, _FIXED) if is_lead() else None
+    if not is_lead():
+        last = run / "checkpoints" / "last.ckpt"
+        resume_from = last if options.resume and last.exists() else None
+    if resume_from is not None:
+        stored = torch.load(resume_from, map_location="cpu", weights_only=True)
+        targets = Targets.from_dict(stored["hyper_parameters"]["targets"])
+        del stored
+    else:
+        targets = targets.fitted(raw[rows["train"]])
+    data = {
+        s: RegressionData(catalog.iloc[r].reset_index(drop=True), scaling, raw[r])
+        for s, r in rows.items()
+    }
+    state = {"options": asdict(options), "finished": False}
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        if is_lead():
+            atomic_write_text(run / "run.json", json.dumps(state, indent=2) + "\n")
+    except OSError as exc:
+        raise GalclustFileError(f"cannot write in {run} ({exc.strerror})") from exc
+    L.seed_everything(options.seed, verbose=False)
+    module = RegressorModule(
+        int(images.shape[0]),
+        size,
+        targets=targets.to_dict(),
+        lr=options.lr,
+        augment=options.augment,
+        scaling=scaling.to_dict(),
+        survey=None if survey is None else asdict(survey),
+        seed=options.seed,
+    )
+    history = History(run, len(data["train"]), ("loss", "mse"))
+    progress = sys.stderr.isatty() if options.progress is None else options.progress
+    callbacks: list[L.Callback] = [
+        history,
+        L.pytorch.callbacks.EarlyStopping("val_loss", patience=options.patience, mode="min"),
+        L.pytorch.callbacks.ModelCheckpoint(
+            dirpath=run / "checkpoints", filename="best", monitor="val_loss", mode="min",
+            save_top_k=1, save_last=True, save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        ),
+    ]  # fmt: skip
+    if not progress:
+        callbacks.append(LogProgress())
+    precision = resolve_precision(options.precision, options.accelerator)
+    trainer = trainer_for(options, precision, callbacks, run, progress)
+    log.info(
+        "training a regressor of %s on %d galaxies (%d validation), %d px, %d bands, %s",
+        ", ".join(names), len(data["train"]), len(data["val"]), size, images.shape[0], precision,
+    )  # fmt: skip
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)")
+            warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
+            trainer.fit(
+                module,
+                loader(data["train"], options.batch_size, options.workers, options.seed),
+                loader(data["val"], options.batch_size, options.workers),
+                ckpt_path=resume_from,
+            )
+    except SystemExit:
+        if trainer.interrupted:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt from None
+        raise
+    metrics: dict[str, Any] = {}
+    if trainer.is_global_zero:
+        best = run / "checkpoints" / "best.ckpt"
+        calibrate(best, data["val"], options.batch_size, options.workers)
+        metrics = evaluate(
+            best, data["test"], run, catalog.iloc[rows["test"]],
+            batch_size=options.batch_size, workers=options.workers, baseline=options.baseline,
+        )  # fmt: skip
+        state["finished"] = True
+        atomic_write_text(run / "run.json", json.dumps(state, indent=2) + "\n")
+    frame = history.frame()
+    return RegressorReport(
+        output=run,
+        epochs=int(frame["epoch"].max()) if len(frame) else 0,
+        seconds=time.perf_counter() - start,
+        train_count=len(data["train"]),
+        val_count=len(data["val"]),
+        test_count=len(data["test"]),
+        dropped=dropped,
+        metrics=metrics,
+    )
+
+
+def _noise(
+    catalog: pd.DataFrame, survey: Survey | None, bands: int, source: str
+) -> tuple[float, ...]:
+    """Sky noise per band of a simulation: its survey's, else the catalog's sky_sigma_* columns."""
+    if survey is not None and len(survey.sky_sigma) == bands:
+        return tuple(float(s) for s in survey.sky_sigma)
+    columns = [c for c in catalog.columns if c.startswith("sky_sigma_")]
+    if len(columns) != bands:
+        raise GalclustValueError(
+            f"{source} does not say its sky noise per band (simulation.json or sky_sigma_* "
+            "columns); simulate it again with this galclust version"
+        )
+    return tuple(float(catalog[c].median()) for c in columns)

@@ -1,0 +1,253 @@
+"""The regressor: targets, position-angle augmentation, `galclust train regressor`, calibration,
+scores and the classical baseline, `galclust predict`, and each bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import galsim
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from galclust.cli import main
+from galclust.data.transforms import symmetry
+from galclust.exceptions import GalclustValueError
+from galclust.models.regressor import Regressor, turn_targets
+from galclust.regress import (
+    FluxScaling,
+    RegressorOptions,
+    Targets,
+    load_regressor,
+    predict,
+    train_regressor,
+)
+from galclust.regress.baseline import fit_sersic
+from galclust.simulate import SimulateOptions, simulate
+from galclust.train import TrainOptions, train_vae
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def sims(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """160 simulated 32x32 DECaLS galaxies (train/val/test 128/16/16)."""
+    out = tmp_path_factory.mktemp("sims") / "sims"
+    simulate(SimulateOptions(n=160, output=str(out), size=32, stamp_range=(32, 48)))
+    return out
+
+
+def options(source: Path, run: Path, **changes: object) -> RegressorOptions:
+    base = RegressorOptions(
+        source=str(source), output=str(run), epochs=2, batch_size=32, baseline=0, workers=0,
+        accelerator="cpu", precision="32-true", progress=False,
+    )  # fmt: skip
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def trained(sims: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "reg"
+    train_regressor(options(sims, run, targets=("mag_r", "hlr", "pa"), baseline=2))
+    return run
+
+
+def test_targets_round_trip_in_catalog_units() -> None:
+    table = pd.DataFrame({"mag_r": [18.0, 19.5], "hlr": [0.5, 2.0], "pa": [10.0, 170.0]})
+    targets = Targets(("mag_r", "hlr", "pa"))
+    assert targets.outputs == ("mag_r", "log10_hlr", "pa_cos", "pa_sin")
+    raw = targets.raw(table)
+    np.testing.assert_allclose(raw[:, 1], np.log10([0.5, 2.0]), rtol=1e-6)
+    decoded = targets.decode(raw, np.full_like(raw, 0.01))
+    for name in ("mag_r", "hlr", "pa"):
+        np.testing.assert_allclose(decoded[name], table[name], rtol=1e-5, atol=1e-4)
+    assert np.isfinite(decoded[["mag_r_err", "hlr_err", "pa_err"]]).all().all()
+    assert decoded["hlr_err"].iloc[1] > decoded["hlr_err"].iloc[0]  # log: sigma grows with size
+    missing = targets.raw(pd.DataFrame({"mag_r": [np.nan], "hlr": [-1.0], "pa": [5.0]}))
+    assert np.isnan(missing[0, :2]).all()
+
+
+def _moment_angle(image: np.ndarray) -> float:
+    """Position angle (degrees from +x = columns towards +y = rows) from second moments."""
+    y, x = np.indices(image.shape)
+    w = image.clip(0)
+    mx, my = (w * x).sum() / w.sum(), (w * y).sum() / w.sum()
+    xx = (w * (x - mx) ** 2).sum()
+    yy = (w * (y - my) ** 2).sum()
+    xy = (w * (x - mx) * (y - my)).sum()
+    return math.degrees(0.5 * math.atan2(2 * xy, xx - yy)) % 180
+
+
+@pytest.mark.parametrize("pa", [20.0, 65.0, 130.0])
+def test_flips_and_turns_move_the_position_angle_as_the_image(pa: float) -> None:
+    """GalSim's angle (as the simulation's ``pa``) is measured from columns towards rows; each
+    of the 8 symmetries must change (cos 2PA, sin 2PA) as it turns the pixels."""
+    galaxy = galsim.Exponential(half_light_radius=1.0).shear(q=0.4, beta=pa * galsim.degrees)
+    image = galaxy.drawImage(nx=48, ny=48, scale=0.2).array
+    assert abs((_moment_angle(image) - pa + 90) % 180 - 90) < 2
+    raw = torch.tensor([[math.cos(math.radians(2 * pa)), math.sin(math.radians(2 * pa))]])
+    for s in range(8):
+        turned = symmetry(torch.from_numpy(image.copy()), s).numpy()
+        c, sn = turn_targets(raw, torch.tensor([s]), (0, 1))[0].tolist()
+        expected = math.degrees(0.5 * math.atan2(sn, c)) % 180
+        assert abs((_moment_angle(turned) - expected + 90) % 180 - 90) < 2, s
+
+
+def test_regressor_shapes_follow_its_parameters() -> None:
+    model = Regressor(in_channels=2, image_size=48, n_outputs=5)
+    mean, logvar = model(torch.zeros(3, 2, 48, 48))
+    assert mean.shape == logvar.shape == (3, 5)
+
+
+def test_train_regressor_writes_scores_plots_and_calibrated_checkpoint(
+    trained: Path, sims: Path
+) -> None:
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["targets"] == ["mag_r", "hlr", "pa"] and metrics["test_count"] == 16
+    for name, unit in (("mag_r", "mag"), ("hlr", "dex"), ("pa", "degrees")):
+        row = metrics["test"][name]
+        assert row["unit"] == unit and row["n"] == 16
+        assert {"rmse", "bias", "nmad", "outlier_fraction", "within_1sigma"} <= set(row)
+        assert (trained / "plots" / f"{name}.png").stat().st_size > 1000
+    assert "median_abs_relative_error" in metrics["test"]["hlr"]
+    assert metrics["by_magnitude"]["mag_r"] and metrics["by_snr"]["mag_r"]
+    baseline = metrics["baseline"]
+    assert baseline["galaxies"] == 2 and set(baseline["scores"]) == {"mag_r", "hlr", "pa"}
+    assert baseline["speedup_cnn_vs_fit"] > 1
+    table = pd.read_parquet(trained / "test_predictions.parquet")
+    assert len(table) == 16 and {"true_mag_r", "mag_r", "mag_r_err", "pa_err"} <= set(table)
+    assert table["pa"].between(0, 180).all()
+    _, about = load_regressor(trained / "checkpoints" / "best.ckpt")
+    assert len(about["sigma_scale"]) == 4  # mag, log hlr, cos 2PA, sin 2PA
+    run_state = json.loads((trained / "run.json").read_text())
+    assert run_state["finished"] and run_state["options"]["targets"] == ["mag_r", "hlr", "pa"]
+
+
+def test_regressor_learns_magnitude_far_better_than_the_mean(tmp_path: Path) -> None:
+    sims = tmp_path / "sims"
+    simulate(SimulateOptions(n=1000, output=str(sims), size=32, stamp_range=(32, 48)))
+    report = train_regressor(options(sims, tmp_path / "mag", epochs=8, batch_size=64))
+    test = report.metrics["test"]["mag_r"]
+    assert 0.4 < test["within_1sigma"] < 0.95  # calibrated on the validation split
+    catalog = pd.read_parquet(sims / "catalog.parquet")
+    spread = float(catalog.loc[catalog["split"] == "test", "mag_r"].std())
+    assert test["rmse"] < 0.3 * spread, (test["rmse"], spread)
+
+
+def test_resume_continues_and_refuses_other_targets(sims: Path, tmp_path: Path) -> None:
+    run = tmp_path / "r"
+    train_regressor(options(sims, run, epochs=1))
+    with pytest.raises(Exception, match="already holds a finished run"):
+        train_regressor(options(sims, run, epochs=2))
+    report = train_regressor(options(sims, run, epochs=2, resume=True))
+    assert report.epochs == 2
+    with pytest.raises(GalclustValueError, match="trained with targets"):
+        train_regressor(options(sims, run, epochs=3, resume=True, targets=("hlr",)))
+
+
+def test_nan_targets_are_dropped_and_counted(sims: Path, tmp_path: Path) -> None:
+    catalog = pd.read_parquet(sims / "catalog.parquet")
+    missing = int(catalog["hlr_bulge"].isna().sum())
+    assert missing > 0  # families without a bulge
+    report = train_regressor(options(sims, tmp_path / "b", epochs=1, targets=("hlr_bulge",)))
+    assert report.dropped == missing
+    assert report.train_count + report.val_count + report.test_count == len(catalog) - missing
+
+
+def test_bad_targets_and_splits_are_refused(sims: Path, tmp_path: Path) -> None:
+    with pytest.raises(GalclustValueError, match=r"'mag_x' is not a column of .* choose from"):
+        train_regressor(options(sims, tmp_path / "x", targets=("mag_x",)))
+    with pytest.raises(GalclustValueError, match=r"'family' .* is not numeric"):
+        train_regressor(options(sims, tmp_path / "x", targets=("family",)))
+    no_test = tmp_path / "no_test"
+    simulate(SimulateOptions(n=20, output=str(no_test), size=32, split=(0.9, 0.1, 0.0)))
+    with pytest.raises(GalclustValueError, match=r"has no test split.*--split 0\.8,0\.1,0\.1"):
+        train_regressor(options(no_test, tmp_path / "y"))
+
+
+def test_predict_on_a_simulation_and_bad_inputs(trained: Path, sims: Path, tmp_path: Path) -> None:
+    checkpoint = trained / "checkpoints" / "best.ckpt"
+    report = predict(checkpoint, sims, tmp_path / "p.parquet", workers=0)
+    table = pd.read_parquet(tmp_path / "p.parquet")
+    assert len(table) == 160 and list(table.columns) == [
+        "id_str", "mag_r", "mag_r_err", "hlr", "hlr_err", "pa", "pa_err"
+    ]  # fmt: skip
+    assert not report.notes  # the simulation says its pixel scale and zeropoint
+    test = pd.read_parquet(trained / "test_predictions.parquet")
+    same = table.set_index("id_str").loc[test["id_str"], "mag_r"].to_numpy()
+    np.testing.assert_allclose(same, test["mag_r"], rtol=1e-5)  # same preprocessing as training
+    # a VAE checkpoint is not a regressor
+    vae_run = tmp_path / "vae"
+    train_vae(TrainOptions(str(sims), str(vae_run), latent_dim=4, epochs=1, batch_size=32,
+                           workers=0, frame="field", progress=False))  # fmt: skip
+    with pytest.raises(GalclustValueError, match="is a vae checkpoint, not a regressor"):
+        predict(vae_run / "checkpoints" / "best.ckpt", sims, workers=0)
+    one_band = tmp_path / "r_only"
+    simulate(SimulateOptions(n=8, output=str(one_band), size=32, bands=("r",)))
+    with pytest.raises(
+        GalclustValueError, match="has 1-band images, the regressor was trained on 3"
+    ):
+        predict(checkpoint, one_band, workers=0)
+    coarse = tmp_path / "coarse"
+    simulate(SimulateOptions(n=8, output=str(coarse), size=32, pixel_scale=0.5))
+    with pytest.raises(
+        GalclustValueError, match=r"0\.5 arcsec/pixel, the regressor was trained at 0\.262"
+    ):
+        predict(checkpoint, coarse, workers=0)
+
+
+def test_flux_scaling_keeps_brightness_and_applies_the_zeropoint() -> None:
+    scaling = FluxScaling(16, (0.01,))
+    image = np.full((1, 20, 20), 0.5, np.float32)
+    bright, faint = scaling(image), scaling(image, gain=10 ** (-0.4 * 2.5))
+    assert bright.shape == (1, 16, 16) and (bright > faint).all()
+    np.testing.assert_allclose(faint, scaling(image / 10), rtol=1e-5)
+
+
+def test_sersic_fit_recovers_a_clean_galaxy() -> None:
+    psf = galsim.Moffat(beta=3.5, fwhm=1.2)
+    galaxy = galsim.Sersic(2.5, half_light_radius=1.5, flux=20.0).shear(
+        q=0.6, beta=40 * galsim.degrees
+    )
+    image = galsim.Convolve(galaxy, psf).drawImage(nx=48, ny=48, scale=0.262).array
+    image += np.random.default_rng(0).normal(0, 0.0005, image.shape)
+    fit = fit_sersic(image, 0.0005, 1.2, 0.262)
+    assert fit["ok"] == 1.0
+    assert abs(fit["flux"] / 20 - 1) < 0.02 and abs(fit["hlr"] / 1.5 - 1) < 0.05
+    assert abs(fit["sersic_n"] - 2.5) < 0.3 and abs(fit["q"] - 0.6) < 0.05
+    assert abs(fit["pa"] - 40) < 3
+
+
+@pytest.mark.skipif(not (SHARED / "cosmos-f814w").is_dir(), reason="needs ../shared/data")
+def test_predict_reads_real_cosmos_stamps(tmp_path: Path) -> None:
+    sims = tmp_path / "hst"
+    simulate(SimulateOptions(n=40, output=str(sims), size=32, survey="hst-cosmos"))
+    run = tmp_path / "hst-run"
+    train_regressor(options(sims, run, epochs=1, targets=("mag_i",)))
+    cosmos = pd.read_csv(SHARED / "cosmos-f814w" / "catalog.csv")
+    cosmos["file_loc"] = [str(SHARED / "cosmos-f814w" / f) for f in cosmos["file_loc"]]
+    cosmos[["id_str", "file_loc"]].to_csv(tmp_path / "cosmos.csv", index=False)
+    report = predict(run / "checkpoints" / "best.ckpt", tmp_path / "cosmos.csv", workers=0)
+    assert len(report.table) == 100 and np.isfinite(report.table["mag_i"]).all()
+    assert any("zeropoint unknown" in n for n in report.notes)
+    assert not any("pixel scale" in n for n in report.notes)  # PIXSCALE 0.03 read and matched
+
+
+def test_cli_train_regressor_and_predict(
+    trained: Path, sims: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "regressor", str(sims), "-o", str(tmp_path / "c"), "--epochs", "1",
+            "--workers", "0", "--baseline", "0", "--accelerator", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    assert "trained 1 epochs" in capsys.readouterr().out
+    assert main([*args[:4], str(tmp_path / "d"), *args[5:], "--targets", "mag_r,nope"]) == 2
+    assert "'nope' is not a column" in capsys.readouterr().err
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(trained / "checkpoints" / "best.ckpt"), str(sims), "-o", str(out),
+                 "--workers", "0"]) == 0  # fmt: skip
+    assert "predicted mag_r, hlr, pa for 160 galaxies" in capsys.readouterr().out
+    assert len(pd.read_csv(out)) == 160
