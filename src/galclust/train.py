@@ -369,7 +369,8 @@ class LogProgress(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        self._images += len(batch)
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch  # (images, targets)
+        self._images += len(images)
         now = time.perf_counter()
         if now - self._last < self.every or not trainer.is_global_zero:
             return
