@@ -65,7 +65,7 @@ def add_regressor(train_sub: argparse._SubParsersAction[_Parser]) -> None:
 
 
 def _run_regressor(args: argparse.Namespace) -> int:
-    from galclust.provenance import now
+    from galclust.provenance import is_lead, now
     from galclust.regress import RegressorOptions, train_regressor
 
     started = now()
@@ -90,7 +90,8 @@ def _run_regressor(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     report = train_regressor(options)
-    print(report.summary())
+    if is_lead():  # one summary, not one per device
+        print(report.summary())
     _wrote(args.output, "train regressor", options, started, {"epochs": report.epochs})
     return 0
 

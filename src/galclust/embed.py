@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import time
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +31,7 @@ from galclust.data.dataset import open_source
 from galclust.data.transforms import Preprocess, symmetry, usable
 from galclust.exceptions import GalclustFileError, GalclustValueError
 from galclust.models import contrastive
+from galclust.models.checkpoint import load_checkpoint
 from galclust.models.lightning import CHECKPOINT_KIND, VAEModule
 from galclust.progress import Progress
 
@@ -50,37 +48,17 @@ def load_model(path: str | os.PathLike[str]) -> VAEModule | contrastive.Contrast
     GalclustFileError
         The file is missing, truncated or not a checkpoint.
     GalclustValueError
-        A checkpoint of another model or architecture.
+        A checkpoint of another model (a regressor: use galclust predict) or architecture.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise GalclustFileError(f"checkpoint {path} not found; give RUN/checkpoints/best.ckpt")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise GalclustFileError(
-            f"{path} is not a readable checkpoint (truncated or corrupt: "
-            f"{str(exc).splitlines()[0][:120]}); use another, e.g. checkpoints/last.ckpt"
-        ) from exc
-    kind = checkpoint.get("galclust", {}).get("kind") if isinstance(checkpoint, dict) else None
     kinds: dict[str, type[VAEModule] | type[contrastive.ContrastiveModule]] = {
         CHECKPOINT_KIND: VAEModule,
         contrastive.CHECKPOINT_KIND: contrastive.ContrastiveModule,
     }
-    if kind not in kinds or "hyper_parameters" not in checkpoint:
-        raise GalclustValueError(
-            f"{path} is not a galclust model checkpoint; give one written by galclust train"
-        )
-    hparams: dict[str, Any] = dict(checkpoint["hyper_parameters"])
-    try:
-        module = kinds[kind](**hparams)
-        module.load_state_dict(checkpoint["state_dict"], strict=True)
-    except (TypeError, RuntimeError) as exc:
-        raise GalclustValueError(
-            f"{path} holds weights of another architecture ({str(exc).splitlines()[0][:120]}); "
-            "train again with this galclust version"
-        ) from exc
-    return module.eval()
+    wanted = (
+        "a checkpoint of galclust train vae or train contrastive (regressors: galclust predict)"
+    )
+    module, _ = load_checkpoint(path, kinds, wanted)
+    return module
 
 
 def fused(module: VAEModule | contrastive.ContrastiveModule) -> nn.Module:

@@ -29,7 +29,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from galclust.catalog.schema import atomic_write_text, write_catalog
 from galclust.data.augment import galaxy_views
@@ -192,21 +192,26 @@ class EpochSampler(Sampler[int]):
 
 
 def make_loader(
-    data: GalaxyData, batch_size: int, workers: int, *, shuffle_seed: int | None = None
-) -> DataLoader[torch.Tensor]:
+    data: Dataset[Any],
+    batch_size: int,
+    workers: int,
+    *,
+    shuffle_seed: int | None = None,
+    collate_fn: Callable[[Any], Any] = collate,
+) -> DataLoader[Any]:
     """A DataLoader over ``data``: shuffled per epoch from a seed, or in order."""
     return DataLoader(
         data,
         batch_size=batch_size,
-        sampler=EpochSampler(len(data), shuffle_seed) if shuffle_seed is not None else None,
+        sampler=EpochSampler(len(data), shuffle_seed) if shuffle_seed is not None else None,  # type: ignore[arg-type]
         num_workers=workers,
-        collate_fn=collate,
+        collate_fn=collate_fn,
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
         # a last batch of one image would break BatchNorm's training statistics
         drop_last=shuffle_seed is not None
-        and len(data) > batch_size
-        and len(data) % batch_size == 1,
+        and len(data) > batch_size  # type: ignore[arg-type]
+        and len(data) % batch_size == 1,  # type: ignore[arg-type]
     )
 
 

@@ -248,10 +248,15 @@ def asinh_scale(image: np.ndarray) -> tuple[float, float]:
     return float(a), max(bright, 2 * a)
 
 
-def dihedral(batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def dihedral(
+    batch: torch.Tensor, generator: torch.Generator | None = None, *, k: torch.Tensor | None = None
+) -> torch.Tensor:
     """Each image of a (B, C, H, W) batch flipped and rotated by one of the 8 symmetries of the
-    square, at random: galaxies have no preferred orientation."""
-    k = torch.randint(0, 8, (batch.shape[0],), generator=generator).to(batch.device)
+    square, at random (or symmetry ``k[i]`` for image i, see :func:`symmetry`): galaxies have
+    no preferred orientation."""
+    if k is None:
+        k = torch.randint(0, 8, (batch.shape[0],), generator=generator)
+    k = k.to(batch.device)
     out = torch.empty_like(batch)
     for s in range(8):
         picked = torch.nonzero(k == s).flatten()

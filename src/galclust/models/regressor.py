@@ -8,11 +8,12 @@ and a small head that gives, for every output, a mean and a log-variance. Shapes
 :class:`RegressorModule` trains it with the Gaussian negative log-likelihood of standardised
 targets, so each prediction carries its own uncertainty; random flips and quarter turns of the
 training images are applied with the matching change of the position-angle outputs
-(``cos 2PA``, ``sin 2PA``).
+(``cos 2PA``, ``sin 2PA``) and of the ellipticity components ``e1``, ``e2``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from galclust import __version__
-from galclust.data.transforms import symmetry
+from galclust.data.transforms import dihedral
 from galclust.models.lightning import mix_seed
 
 #: Marks a checkpoint as a galclust regressor, checked when one is loaded.
@@ -97,21 +98,23 @@ def gaussian_nll(mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor)
 
 
 def turn_targets(
-    targets: torch.Tensor, k: torch.Tensor, pa_outputs: tuple[int, int] | None
+    targets: torch.Tensor, k: torch.Tensor, cos_like: Sequence[int], sin_like: Sequence[int]
 ) -> torch.Tensor:
     """Raw (unstandardised) targets after symmetry ``k`` of their images (see
-    :func:`galclust.data.transforms.symmetry`): only the position angle changes. A quarter turn
-    adds 90 degrees to PA (``2 PA`` + 180: cos and sin change sign); a left-right flip negates
-    PA (sin 2PA changes sign)."""
-    if pa_outputs is None:
+    :func:`galclust.data.transforms.symmetry`): only orientation-bearing outputs change,
+    ``cos_like`` (cos 2PA, e1) and ``sin_like`` (sin 2PA, e2). A quarter turn adds 90 degrees to
+    PA (2 PA + 180: both change sign); a left-right flip negates PA (the sin-like ones change
+    sign)."""
+    if not cos_like and not sin_like:
         return targets
-    c, s = pa_outputs
     out = targets.clone()
     turned = (k % 4) % 2 == 1
     flipped = k >= 4
-    out[turned, c] = -out[turned, c]
-    out[turned, s] = -out[turned, s]
-    out[flipped, s] = -out[flipped, s]
+    for i in cos_like:
+        out[turned, i] = -out[turned, i]
+    for i in sin_like:
+        out[turned, i] = -out[turned, i]
+        out[flipped, i] = -out[flipped, i]
     return out
 
 
@@ -157,8 +160,8 @@ class RegressorModule(L.LightningModule):
         outputs = targets["outputs"]
         self.model = Regressor(in_channels, image_size, len(outputs))
         self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        pa = [i for i, name in enumerate(outputs) if name in ("pa_cos", "pa_sin")]
-        self.pa_outputs = (pa[0], pa[1]) if len(pa) == 2 else None
+        self.cos_like = [i for i, name in enumerate(outputs) if name in ("pa_cos", "e1")]
+        self.sin_like = [i for i, name in enumerate(outputs) if name in ("pa_sin", "e2")]
         self.register_buffer("mean", torch.tensor(targets["mean"], dtype=torch.float32))
         self.register_buffer("std", torch.tensor(targets["std"], dtype=torch.float32))
 
@@ -171,15 +174,11 @@ class RegressorModule(L.LightningModule):
         images, raw = batch
         if stage == "train" and self.hparams["augment"]:
             seed = mix_seed([self.hparams["seed"], self.current_epoch, batch_idx])
-            generator = torch.Generator().manual_seed(seed)
-            k = torch.randint(0, 8, (images.shape[0],), generator=generator)
-            turned = torch.empty_like(images)
-            for s in range(8):
-                picked = torch.nonzero(k == s).flatten()
-                if len(picked):
-                    turned[picked] = symmetry(images[picked], s)
-            images = turned
-            raw = turn_targets(raw, k.to(raw.device), self.pa_outputs)
+            k = torch.randint(
+                0, 8, (images.shape[0],), generator=torch.Generator().manual_seed(seed)
+            )
+            images = dihedral(images, k=k)
+            raw = turn_targets(raw, k.to(raw.device), self.cos_like, self.sin_like)
         target = (raw - self.mean) / self.std
         mean, logvar = self(images)
         loss = gaussian_nll(mean, logvar, target)

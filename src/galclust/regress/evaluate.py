@@ -7,9 +7,7 @@ import json
 import logging
 import math
 import os
-import pickle
 import time
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,9 +17,10 @@ import pandas as pd
 import torch
 
 from galclust.catalog.schema import atomic_write_text, write_catalog
-from galclust.exceptions import GalclustFileError, GalclustValueError
+from galclust.models.checkpoint import load_checkpoint
 from galclust.models.regressor import CHECKPOINT_KIND, RegressorModule
 from galclust.regress.targets import RegressionData, Targets, loader, target_kind
+from galclust.train import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def load_regressor(path: str | os.PathLike[str]) -> tuple[RegressorModule, dict[str, Any]]:
-    """A trained regressor (eval mode, CPU) and the ``galclust`` block of its checkpoint.
+    """A trained regressor (eval mode, CPU) and the ``galclust`` block of its checkpoint
+    (with ``sigma_scale``, the calibration of its uncertainties, once calibrated).
 
     Raises
     ------
@@ -39,37 +39,8 @@ def load_regressor(path: str | os.PathLike[str]) -> tuple[RegressorModule, dict[
     GalclustValueError
         A checkpoint of another kind (a VAE, a contrastive encoder) or architecture.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise GalclustFileError(f"checkpoint {path} not found; give RUN/checkpoints/best.ckpt")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise GalclustFileError(
-            f"{path} is not a readable checkpoint ({str(exc).splitlines()[0][:120]}); use "
-            "another, e.g. checkpoints/last.ckpt"
-        ) from exc
-    about = checkpoint.get("galclust", {}) if isinstance(checkpoint, dict) else {}
-    kind = about.get("kind")
-    if kind != CHECKPOINT_KIND:
-        what = (
-            f"a {kind.removeprefix('galclust-')} checkpoint"
-            if kind
-            else "not a galclust checkpoint"
-        )
-        raise GalclustValueError(
-            f"{path} is {what}, not a regressor; give RUN/checkpoints/best.ckpt of "
-            "galclust train regressor"
-        )
-    try:
-        module = RegressorModule(**checkpoint["hyper_parameters"])
-        module.load_state_dict(checkpoint["state_dict"], strict=True)
-    except (TypeError, RuntimeError, KeyError) as exc:
-        raise GalclustValueError(
-            f"{path} holds weights of another architecture ({str(exc).splitlines()[0][:120]}); "
-            "train again with this galclust version"
-        ) from exc
-    return module.eval(), about
+    return load_checkpoint(path, {CHECKPOINT_KIND: RegressorModule},
+                           "RUN/checkpoints/best.ckpt of galclust train regressor")  # fmt: skip
 
 
 def infer(
@@ -105,9 +76,7 @@ def calibrate(checkpoint: Path, val: RegressionData, batch_size: int, workers: i
     scale = [float(s) for s in 1.4826 * np.median(np.abs(z), axis=0)]  # robust: outliers aside
     stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
     stored["galclust"]["sigma_scale"] = scale
-    tmp = checkpoint.with_name(f".{checkpoint.name}.tmp")
-    torch.save(stored, tmp)
-    os.replace(tmp, checkpoint)
+    AtomicCheckpointIO().save_checkpoint(stored, checkpoint)  # whole, or the old one kept
     log.info(
         "uncertainties rescaled on the validation split by %s", ", ".join(f"{s:.2f}" for s in scale)
     )
@@ -130,8 +99,11 @@ def residuals(name: str, true: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 
 def unit(name: str) -> str:
+    """The unit errors of ``name`` are given in."""
     kind = target_kind(name)
-    return "dex" if kind == "log" else "degrees" if kind == "angle" else name.split("_")[0]
+    if kind in ("log", "angle"):
+        return "dex" if kind == "log" else "degrees"
+    return "mag" if name.startswith("mag_") or name in ("g_r", "r_z") else "-"
 
 
 def scores(name: str, true: np.ndarray, pred: np.ndarray, err: np.ndarray) -> dict[str, Any]:

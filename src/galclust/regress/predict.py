@@ -42,7 +42,7 @@ class PredictReport:
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
 
-def _header_pixel_scale(loc: str) -> float | None:
+def _header_pixel_scale(loc: str, hdu: int | None) -> float | None:
     """arcsec / pixel from a FITS header (PIXSCALE, else the WCS), None if it does not say."""
     if not loc.lower().endswith((".fits", ".fit", ".fits.gz", ".fz")):
         return None
@@ -50,7 +50,7 @@ def _header_pixel_scale(loc: str) -> float | None:
     from astropy.wcs import WCS
 
     try:
-        header = fits.getheader(loc)
+        header = fits.getheader(loc, 0 if hdu is None else hdu)
         if "PIXSCALE" in header:
             return float(header["PIXSCALE"])
         with warnings.catch_warnings():
@@ -93,11 +93,22 @@ def predict(
         not match.
     """
     start = time.perf_counter()
+    if pixel_scale is not None and not pixel_scale > 0:
+        raise GalclustValueError(f"--pixel-scale {pixel_scale} must be > 0 (arcsec per pixel)")
+    if batch_size < 1 or workers < 0:
+        raise GalclustValueError(
+            f"--batch-size {batch_size} must be at least 1 and --workers {workers} at least 0"
+        )
     module, about = load_regressor(checkpoint)
     hp = module.hparams
     scaling = FluxScaling.from_dict(hp["scaling"])
     survey = hp.get("survey") or {}
     source = open_source(data)
+    if source.kind == "packed":
+        raise GalclustValueError(
+            f"{data} is a packed store, whose images are already scaled for the VAE; give the "
+            "catalog it was packed from"
+        )
     catalog = source.catalog
     bands = source.channels()
     if bands != hp["in_channels"]:
@@ -114,7 +125,10 @@ def predict(
         if other and zeropoint is None:
             zeropoint = other.zeropoint
     if data_scale is None and len(catalog):
-        data_scale = _header_pixel_scale(str(catalog["file_loc"].iloc[0]))
+        hdu = catalog["hdu"].iloc[0] if "hdu" in catalog else None
+        data_scale = _header_pixel_scale(
+            str(catalog["file_loc"].iloc[0]), None if pd.isna(hdu) else int(hdu)
+        )
     if trained_scale and data_scale and abs(data_scale / trained_scale - 1) > 0.02:
         raise GalclustValueError(
             f"{data} has {data_scale:.4g} arcsec/pixel, the regressor was trained at "
@@ -129,6 +143,11 @@ def predict(
         gain = 10 ** (0.4 * (trained_zp - zeropoint))
     elif trained_zp is not None:
         notes.append(f"zeropoint unknown: assumed {trained_zp} as in training (--zeropoint)")
+    if "sigma_scale" not in about:
+        notes.append(
+            f"{checkpoint} was not calibrated (an interrupted run, or last.ckpt): the "
+            "uncertainties are the network's own; use best.ckpt of a finished run"
+        )
     targets = Targets.from_dict(hp["targets"])
     dataset = RegressionData(catalog, scaling, None, gain)
     mean, sigma, _ = infer(module, dataset, batch_size, workers, about.get("sigma_scale"))

@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from galclust.data.dataset import ImageDataset
 from galclust.data.transforms import finite_pixels, fit_to_size
-from galclust.train import EpochSampler
+from galclust.exceptions import GalclustValueError
+from galclust.train import make_loader
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,21 @@ class RegressionData(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = torch.from_numpy(self.scaling(self.images.pixels(i), self.gain))
+        """Row ``i``; an unreadable image becomes all NaN (a NaN prediction, counted)."""
+        bands = len(self.scaling.noise)
+        try:
+            pixels = self.images.pixels(i)
+        except (OSError, ValueError, EOFError) as exc:  # changed since the scan
+            log.warning("cannot read %s (%s); its prediction is NaN", self.images.locs[i], exc)
+            size = self.scaling.image_size
+            return torch.full((bands, size, size), float("nan")), self.targets[i]
+        if pixels.ndim != 3 or pixels.shape[0] != bands:
+            raise GalclustValueError(
+                f"{self.images.locs[i]} has {pixels.shape[0] if pixels.ndim == 3 else 1} band(s) "
+                f"of shape {pixels.shape}, the regressor takes {bands}; remove it from the "
+                "catalog or give images of the training bands"
+            )
+        image = torch.from_numpy(self.scaling(pixels, self.gain))
         return image, self.targets[i]
 
 
@@ -177,13 +192,5 @@ def _stack(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Te
 def loader(
     data: RegressionData, batch_size: int, workers: int, seed: int | None = None
 ) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
-    return DataLoader(
-        data,
-        batch_size=batch_size,
-        sampler=EpochSampler(len(data), seed) if seed is not None else None,
-        num_workers=workers,
-        collate_fn=_stack,
-        persistent_workers=workers > 0,
-        pin_memory=torch.cuda.is_available(),
-        drop_last=seed is not None and len(data) > batch_size and len(data) % batch_size == 1,
-    )
+    """(images, targets) batches, shuffled per epoch from ``seed``, or in order."""
+    return make_loader(data, batch_size, workers, shuffle_seed=seed, collate_fn=_stack)

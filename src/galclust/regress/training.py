@@ -78,6 +78,9 @@ class RegressorReport:
             + (f"; {self.dropped} rows without a finite target dropped" if self.dropped else "")
         ]
         for name, row in self.metrics.get("test_snr20", {}).items():
+            if not row.get("n"):
+                lines.append(f"  {name:>10}: no test galaxy with S/N >= 20")
+                continue
             lines.append(
                 f"  {name:>10}: RMSE {row['rmse']:.4g}  bias {row['bias']:+.3g}  NMAD "
                 f"{row['nmad']:.3g}  within 1 sigma {row['within_1sigma']:.0%}  (S/N >= 20, "
@@ -195,6 +198,9 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
         stored = torch.load(resume_from, map_location="cpu", weights_only=True)
         targets = Targets.from_dict(stored["hyper_parameters"]["targets"])
         del stored
+        if is_lead():  # the scores of the model before: written again when this run ends
+            for name in ("metrics.json", "test_predictions.parquet"):
+                (run / name).unlink(missing_ok=True)
     else:
         targets = targets.fitted(raw[rows["train"]])
     data = {
@@ -223,7 +229,7 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
     progress = sys.stderr.isatty() if options.progress is None else options.progress
     callbacks: list[L.Callback] = [
         history,
-        L.pytorch.callbacks.EarlyStopping("val_loss", patience=options.patience, mode="min"),
+        _EarlyStopping("val_loss", patience=options.patience, mode="min"),
         L.pytorch.callbacks.ModelCheckpoint(
             dirpath=run / "checkpoints", filename="best", monitor="val_loss", mode="min",
             save_top_k=1, save_last=True, save_on_train_epoch_end=True,
@@ -274,6 +280,16 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
         dropped=dropped,
         metrics=metrics,
     )
+
+
+class _EarlyStopping(L.pytorch.callbacks.EarlyStopping):
+    """Early stopping whose patience is this run's ``--patience`` also after ``--resume`` (a
+    checkpoint would restore the old patience and count, and stop a continued run at once)."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        patience = self.patience
+        super().load_state_dict(state_dict)
+        self.patience, self.wait_count, self.stopped_epoch = patience, 0, 0
 
 
 def _noise(
