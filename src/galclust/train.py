@@ -466,6 +466,10 @@ class RunChoices(Protocol):
     def resume(self) -> bool: ...
     @property
     def overwrite(self) -> bool: ...
+    @property
+    def precision(self) -> str: ...
+    @property
+    def progress(self) -> bool | None: ...
 
 
 def trainer_for(
@@ -479,6 +483,49 @@ def trainer_for(
             f"--accelerator {options.accelerator} --devices {options.devices} --precision "
             f"{precision}: {str(exc).splitlines()[0]}"
         ) from exc
+
+
+def fit(
+    module: L.LightningModule,
+    options: RunChoices,
+    run: Path,
+    callbacks: list[L.Callback],
+    loaders: tuple[DataLoader[Any], DataLoader[Any]],
+    resume_from: Path | None,
+    describe: str,
+) -> L.Trainer:
+    """Train ``module`` into the run folder ``run``: ``checkpoints/best.ckpt`` (lowest
+    validation loss) and ``last.ckpt``, ``callbacks`` and, where no progress bar is drawn,
+    periodic progress lines; logs ``describe`` with the precision and device first. Ctrl-C
+    raises KeyboardInterrupt (the last checkpoint is kept for ``--resume``)."""
+    progress = sys.stderr.isatty() if options.progress is None else options.progress
+    checkpoints = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=run / "checkpoints",
+        filename="best",
+        monitor="val_loss",
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    callbacks = [*callbacks, checkpoints, *([] if progress else [LogProgress()])]
+    precision = resolve_precision(options.precision, options.accelerator)
+    trainer = trainer_for(options, precision, callbacks, run, progress)
+    device = trainer.accelerator.__class__.__name__.replace("Accelerator", "")
+    log.info("%s, %s on %s", describe, precision, device)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)")
+            # the run folder is checked before (refused, resumed or overwritten)
+            warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
+            trainer.fit(module, loaders[0], loaders[1], ckpt_path=resume_from)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1); report it as Ctrl-C
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt from None
+        raise
+    return trainer
 
 
 def _trainer(
@@ -713,54 +760,18 @@ def train_vae(options: TrainOptions) -> TrainReport:
         )
         pictures = Views(run, grid, module.hparams["rotation"])
     history = History(run, len(train_data), _METRICS[options.model])
-    progress = sys.stderr.isatty() if options.progress is None else options.progress
-    callbacks: list[L.Callback] = [
-        history,
-        pictures,
-        L.pytorch.callbacks.ModelCheckpoint(
-            dirpath=run / "checkpoints",
-            filename="best",
-            monitor="val_loss",
-            mode="min",
-            save_top_k=1,
-            save_last=True,
-            save_on_train_epoch_end=True,
-            enable_version_counter=False,
-        ),
-    ]
-    if not progress:
-        callbacks.append(LogProgress())
-    precision = resolve_precision(options.precision, options.accelerator)
-    trainer = trainer_for(options, precision, callbacks, run, progress)
-    log.info(
-        "training a %d-d %s on %d galaxies (%d validation), %d px, %d channels, %s on %s",
-        options.latent_dim,
-        "VAE" if options.model == "vae" else "contrastive encoder",
-        len(train_data),
-        len(val_data),
-        size,
-        channels,
-        precision,
-        trainer.accelerator.__class__.__name__.replace("Accelerator", ""),
+    describe = (
+        f"training a {options.latent_dim}-d "
+        f"{'VAE' if options.model == 'vae' else 'contrastive encoder'} on {len(train_data)} "
+        f"galaxies ({len(val_data)} validation), {size} px, {channels} channels"
     )
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)")
-            # the run folder is checked above (refused, resumed or overwritten)
-            warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
-            trainer.fit(
-                module,
-                make_loader(
-                    train_data, options.batch_size, options.workers, shuffle_seed=options.seed
-                ),
-                make_loader(val_data, options.batch_size, options.workers),
-                ckpt_path=resume_from,
-            )
-    except SystemExit:
-        if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1); report it as Ctrl-C
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt from None
-        raise
+    train_loader = make_loader(
+        train_data, options.batch_size, options.workers, shuffle_seed=options.seed
+    )
+    val_loader = make_loader(val_data, options.batch_size, options.workers)
+    trainer = fit(
+        module, options, run, [history, pictures], (train_loader, val_loader), resume_from, describe
+    )
     frame = history.frame()
     skipped = int(frame["skipped"].iloc[-1]) if len(frame) else 0
     if skipped:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import sys
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -158,13 +155,7 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
     GalclustFileError
         The run folder holds another run (pass ``resume`` or ``overwrite``).
     """
-    from galclust.train import (
-        History,
-        LogProgress,
-        check_run_folder,
-        resolve_precision,
-        trainer_for,
-    )
+    from galclust.train import History, check_run_folder, fit
 
     start = time.perf_counter()
     _validate(options)
@@ -226,39 +217,16 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
         seed=options.seed,
     )
     history = History(run, len(data["train"]), ("loss", "mse"))
-    progress = sys.stderr.isatty() if options.progress is None else options.progress
-    callbacks: list[L.Callback] = [
-        history,
-        _EarlyStopping("val_loss", patience=options.patience, mode="min"),
-        L.pytorch.callbacks.ModelCheckpoint(
-            dirpath=run / "checkpoints", filename="best", monitor="val_loss", mode="min",
-            save_top_k=1, save_last=True, save_on_train_epoch_end=True,
-            enable_version_counter=False,
-        ),
-    ]  # fmt: skip
-    if not progress:
-        callbacks.append(LogProgress())
-    precision = resolve_precision(options.precision, options.accelerator)
-    trainer = trainer_for(options, precision, callbacks, run, progress)
-    log.info(
-        "training a regressor of %s on %d galaxies (%d validation), %d px, %d bands, %s",
-        ", ".join(names), len(data["train"]), len(data["val"]), size, images.shape[0], precision,
-    )  # fmt: skip
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)")
-            warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
-            trainer.fit(
-                module,
-                loader(data["train"], options.batch_size, options.workers, options.seed),
-                loader(data["val"], options.batch_size, options.workers),
-                ckpt_path=resume_from,
-            )
-    except SystemExit:
-        if trainer.interrupted:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt from None
-        raise
+    stopping = _EarlyStopping("val_loss", patience=options.patience, mode="min")
+    describe = (
+        f"training a regressor of {', '.join(names)} on {len(data['train'])} galaxies "
+        f"({len(data['val'])} validation), {size} px, {images.shape[0]} bands"
+    )
+    loaders = (
+        loader(data["train"], options.batch_size, options.workers, options.seed),
+        loader(data["val"], options.batch_size, options.workers),
+    )
+    trainer = fit(module, options, run, [history, stopping], loaders, resume_from, describe)
     metrics: dict[str, Any] = {}
     if trainer.is_global_zero:
         best = run / "checkpoints" / "best.ckpt"
