@@ -43,7 +43,12 @@ def add_regressor(train_sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--image-size", type=int, help="crop/pad stamps to this (default: as simulated)")
     p.add_argument("--epochs", type=int, default=30, help="at most (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default: 1e-3)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=1e-3,
+        help="peak AdamW learning rate, cosine-decayed over --epochs (default: 1e-3)",
+    )
     p.add_argument(
         "--patience", type=int, default=6,
         help="stop after this many epochs without a better validation loss (default: 6)",

@@ -13,6 +13,7 @@ training images are applied with the matching change of the position-angle outpu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -129,7 +130,10 @@ class RegressorModule(L.LightningModule):
         :meth:`galclust.regress.Targets.to_dict`: names, transforms and the standardisation,
         kept in the checkpoint with everything else that prediction needs.
     lr : float
-        AdamW learning rate, divided by 3 whenever the validation loss stalls for 2 epochs.
+        Peak AdamW learning rate, decayed along a half cosine to 2% of it at epoch ``epochs``
+        (a stable end point: the validation loss of a constant rate jumps from epoch to epoch).
+    epochs : int
+        Length of the decay; a resumed run with more epochs stretches it.
     augment : bool
         Random flips and quarter turns of training images (position angle turned alike).
     scaling : dict
@@ -150,6 +154,7 @@ class RegressorModule(L.LightningModule):
         *,
         targets: dict[str, Any],
         lr: float = 1e-3,
+        epochs: int = 30,
         augment: bool = True,
         scaling: dict[str, Any] | None = None,
         survey: dict[str, Any] | None = None,
@@ -218,10 +223,15 @@ class RegressorModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimiser = torch.optim.AdamW(self.parameters(), lr=self.hparams["lr"], weight_decay=1e-4)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=1 / 3, patience=2)
+        last = max(1, self.hparams["epochs"] - 1)
+
+        def factor(epoch: int) -> float:
+            return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(epoch, last) / last))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
         return {
             "optimizer": optimiser,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
         }
 
 

@@ -127,8 +127,8 @@ def fit_sersic_batch(
     from galclust.regress.evaluate import scores
 
     bands = [c.removeprefix("sky_sigma_") for c in truth.columns if c.startswith("sky_sigma_")]
-    wanted = [n.removeprefix("mag_") for n in names if n.startswith("mag_")]
-    band = wanted[0] if wanted else ("r" if "r" in bands else bands[0])
+    wanted = [n.removeprefix("mag_") for n in names if n.startswith("mag_")] or bands
+    band = "r" if "r" in wanted else wanted[0]
     b = bands.index(band)
     rows = range(min(count, len(test)))
     sky, fwhm = truth[f"sky_sigma_{band}"].to_numpy(), truth["psf_fwhm"].to_numpy()

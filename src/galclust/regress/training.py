@@ -211,6 +211,7 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
         size,
         targets=targets.to_dict(),
         lr=options.lr,
+        epochs=options.epochs,
         augment=options.augment,
         scaling=scaling.to_dict(),
         survey=None if survey is None else asdict(survey),
