@@ -228,6 +228,13 @@ def test_flux_scaling_keeps_brightness_and_applies_the_zeropoint() -> None:
     bright, faint = scaling(image), scaling(image, gain=10 ** (-0.4 * 2.5))
     assert bright.shape == (1, 16, 16) and (bright > faint).all()
     np.testing.assert_allclose(faint, scaling(image / 10), rtol=1e-5)
+    # a small stamp whose border still holds galaxy light is padded at the sky (zero), not at
+    # the border's level, which would add flux (real COSMOS stamps are as small as 16 px)
+    small = np.full((1, 6, 6), 0.5, np.float32)
+    padded = scaling(small)[0]
+    outside = np.ones((16, 16), bool)
+    outside[5:11, 5:11] = False
+    assert abs(float(np.median(padded[outside]))) < 0.05 < float(padded[8, 8])
 
 
 def test_sersic_fit_recovers_a_clean_galaxy() -> None:

@@ -54,7 +54,12 @@ def _border(image: np.ndarray, width: int = 4) -> np.ndarray:
 
 
 def fit_to_size(
-    image: np.ndarray, size: int, *, mode: str = "crop", rng: np.random.Generator | None = None
+    image: np.ndarray,
+    size: int,
+    *,
+    mode: str = "crop",
+    rng: np.random.Generator | None = None,
+    sky: float | None = None,
 ) -> np.ndarray:
     """Bring an image of shape (C, H, W) to (C, size, size).
 
@@ -80,8 +85,11 @@ def fit_to_size(
     if cropped.shape[1:] == (size, size):
         return cropped
     border = _border(image.astype(np.float64))
-    median = np.median(border, axis=1)
-    spread = 1.4826 * np.median(np.abs(border - median[:, None]), axis=1)
+    # the padding's level: the border's median, or ``sky`` for sky-subtracted images, whose
+    # border may still hold galaxy light when the stamp is small
+    own = np.median(border, axis=1)
+    spread = 1.4826 * np.median(np.abs(border - own[:, None]), axis=1)
+    median = own if sky is None else np.full(len(border), sky)
     rng = rng if rng is not None else np.random.default_rng(0)
     canvas = median[:, None, None] + spread[:, None, None] * rng.standard_normal(
         (channels, size, size)

@@ -121,8 +121,9 @@ class Targets:
 
 @dataclass(frozen=True)
 class FluxScaling:
-    """Pixels (survey image units) -> network input: centre-cropped or noise-padded to
-    ``image_size``, then ``asinh(x / noise) / 5`` per band, the same for every galaxy."""
+    """Pixels (survey image units, sky-subtracted) -> network input: centre-cropped or padded
+    to ``image_size`` with zero-mean noise as strong as the stamp border's, then
+    ``asinh(x / noise) / 5`` per band, the same for every galaxy."""
 
     image_size: int
     noise: tuple[float, ...]  # per band, image units
@@ -132,7 +133,8 @@ class FluxScaling:
         finite = finite_pixels(np.asarray(pixels, dtype=np.float32))
         if finite is None:
             return np.full((len(self.noise), self.image_size, self.image_size), np.nan, np.float32)
-        fitted = fit_to_size(finite, self.image_size) * np.float32(gain)
+        # sky-subtracted (simulations, survey stamps): pad at zero, with the border's noise
+        fitted = fit_to_size(finite, self.image_size, sky=0.0) * np.float32(gain)
         noise = np.asarray(self.noise, np.float32)[:, None, None]
         scaled: np.ndarray = (np.arcsinh(fitted / noise) / _ASINH_NORM).astype(np.float32)
         return scaled
