@@ -72,6 +72,12 @@ def _add_training_options(p: argparse.ArgumentParser, *, batch_size: int) -> Non
     _add_stretch(p)
     _add_frame(p, None)
     _add_workers(p, "data-loading processes")
+    add_device_options(p)
+    p.add_argument("--overwrite", action="store_true", help="replace what is in the folder")
+
+
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    """``--accelerator``, ``--devices``, ``--num-nodes`` and ``--precision`` of training."""
     p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default)")
     p.add_argument("--devices", default="auto", help="number or list of devices (default: auto)")
     p.add_argument("--num-nodes", type=int, default=1, help="machines (default: 1)")
@@ -79,7 +85,6 @@ def _add_training_options(p: argparse.ArgumentParser, *, batch_size: int) -> Non
         "--precision", default="auto",
         help="auto (bf16-mixed where fast, else 32-true), 32-true, bf16-mixed, 16-mixed",
     )  # fmt: skip
-    p.add_argument("--overwrite", action="store_true", help="replace what is in the folder")
 
 
 def _add_stretch(p: argparse.ArgumentParser) -> None:

@@ -25,6 +25,8 @@ galaxies), test_predictions.parquet and plots/<target>.png.
 
 def add_regressor(train_sub: argparse._SubParsersAction[_Parser]) -> None:
     """``galclust train regressor``, under ``galclust train``."""
+    from galclust.cli_models import add_device_options
+
     p = train_sub.add_parser(
         "regressor",
         help="a CNN that measures galaxy parameters (magnitude, size, Sersic index, shape)",
@@ -60,10 +62,7 @@ def add_regressor(train_sub: argparse._SubParsersAction[_Parser]) -> None:
         help="test galaxies also fitted with a Sersic profile, 0 for none (default: 100)",
     )  # fmt: skip
     _add_workers(p, "data-loading processes")
-    p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default)")
-    p.add_argument("--devices", default="auto", help="number or list of devices (default: auto)")
-    p.add_argument("--num-nodes", type=int, default=1, help="machines (default: 1)")
-    p.add_argument("--precision", default="auto", help="auto, 32-true, bf16-mixed, 16-mixed")
+    add_device_options(p)
     p.add_argument("--resume", action="store_true", help="continue the run in RUN")
     p.add_argument("--overwrite", action="store_true", help="replace what is in the folder")
     p.set_defaults(run=_run_regressor)
