@@ -64,7 +64,8 @@ def fit_to_size(
     """Bring an image of shape (C, H, W) to (C, size, size).
 
     ``crop``: centre-crop each larger axis and pad each smaller one with Gaussian noise of the
-    median and robust spread of the image's own border, per channel. ``resize``: area-average
+    median (or ``sky``, for sky-subtracted images) and robust spread of the image's own border,
+    per channel. ``resize``: area-average
     down or bilinear up, keeping the whole field.
     """
     if mode not in _MODES:

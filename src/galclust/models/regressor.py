@@ -233,8 +233,3 @@ class RegressorModule(L.LightningModule):
             "optimizer": optimiser,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
         }
-
-
-def position_angle(cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
-    """Degrees in [0, 180) from (cos 2PA, sin 2PA)."""
-    return torch.rad2deg(0.5 * torch.atan2(sin2, cos2)) % 180.0

@@ -67,10 +67,12 @@ def infer(
     return mean_all, sigma_all, seconds / max(len(data), 1)
 
 
-def calibrate(checkpoint: Path, val: RegressionData, batch_size: int, workers: int) -> list[float]:
+def calibrate(
+    module: RegressorModule, checkpoint: Path, val: RegressionData, batch_size: int, workers: int
+) -> list[float]:
     """Rescale each output's sigmas so that their normalised residuals on the validation split
-    have unit spread (68% within 1 sigma for Gaussian errors); stored in the checkpoint."""
-    module, _ = load_regressor(checkpoint)
+    have unit spread (68% within 1 sigma for Gaussian errors); the scales are stored in
+    ``checkpoint`` (the file ``module`` was loaded from) and returned."""
     mean, sigma, _ = infer(module, val, batch_size, workers)
     z = (val.targets.numpy() - mean) / np.maximum(sigma, 1e-12)
     scale = [float(s) for s in 1.4826 * np.median(np.abs(z), axis=0)]  # robust: outliers aside
@@ -155,7 +157,8 @@ def _binned(
 
 
 def evaluate(
-    checkpoint: Path,
+    module: RegressorModule,
+    sigma_scale: Sequence[float] | None,
     test: RegressionData,
     run: Path,
     truth: pd.DataFrame,
@@ -164,16 +167,15 @@ def evaluate(
     workers: int = 0,
     baseline: int = 0,
 ) -> dict[str, Any]:
-    """Score the model of ``checkpoint`` on the test rows; write ``metrics.json``,
+    """Score ``module`` (its sigmas times ``sigma_scale``, see :func:`calibrate`) on the test
+    rows; write ``metrics.json``,
     ``test_predictions.parquet`` (truth, prediction and sigma per target) and
     ``plots/<target>.png`` (predicted against true with the 1:1 line, errors against the true
     magnitude). Scores are given for all test galaxies, for those with S/N >= 20, and in bins of
     magnitude and S/N; with ``baseline`` > 0 the classical Sersic fit is scored on the
-    first test galaxies alike (:mod:`galclust.baseline`)."""
-    module, about = load_regressor(checkpoint)
+    first test galaxies alike (:mod:`galclust.regress.baseline`)."""
     targets = Targets.from_dict(module.hparams["targets"])
-    mean, sigma, seconds = infer(module, test, batch_size, workers,
-                                 about.get("sigma_scale"))  # fmt: skip
+    mean, sigma, seconds = infer(module, test, batch_size, workers, sigma_scale)
     pred = targets.decode(mean, sigma)
     truth = truth.reset_index(drop=True)
     mag = _reference(truth, "mag_")

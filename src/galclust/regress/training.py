@@ -13,14 +13,13 @@ from typing import Any
 import lightning as L
 import numpy as np
 import pandas as pd
-import torch
 
 from galclust.catalog.schema import atomic_write_text
 from galclust.data.dataset import ImageDataset, open_source
 from galclust.exceptions import GalclustFileError, GalclustValueError
 from galclust.models.regressor import RegressorModule
 from galclust.provenance import is_lead
-from galclust.regress.evaluate import calibrate, evaluate
+from galclust.regress.evaluate import calibrate, evaluate, load_regressor
 from galclust.regress.targets import FluxScaling, RegressionData, Targets, loader
 from galclust.simulate import Survey, simulation_survey
 
@@ -185,15 +184,11 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
     if not is_lead():
         last = run / "checkpoints" / "last.ckpt"
         resume_from = last if options.resume and last.exists() else None
-    if resume_from is not None:
-        stored = torch.load(resume_from, map_location="cpu", weights_only=True)
-        targets = Targets.from_dict(stored["hyper_parameters"]["targets"])
-        del stored
-        if is_lead():  # the scores of the model before: written again when this run ends
-            for name in ("metrics.json", "test_predictions.parquet"):
-                (run / name).unlink(missing_ok=True)
-    else:
-        targets = targets.fitted(raw[rows["train"]])
+    if resume_from is not None and is_lead():  # the old model's scores: rewritten at the end
+        for name in ("metrics.json", "test_predictions.parquet"):
+            (run / name).unlink(missing_ok=True)
+    # a resumed run has the same source, targets and split (checked), so the same standardisation
+    targets = targets.fitted(raw[rows["train"]])
     data = {
         s: RegressionData(catalog.iloc[r].reset_index(drop=True), scaling, raw[r])
         for s, r in rows.items()
@@ -231,9 +226,10 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
     metrics: dict[str, Any] = {}
     if trainer.is_global_zero:
         best = run / "checkpoints" / "best.ckpt"
-        calibrate(best, data["val"], options.batch_size, options.workers)
+        best_module, _ = load_regressor(best)
+        scale = calibrate(best_module, best, data["val"], options.batch_size, options.workers)
         metrics = evaluate(
-            best, data["test"], run, catalog.iloc[rows["test"]],
+            best_module, scale, data["test"], run, catalog.iloc[rows["test"]],
             batch_size=options.batch_size, workers=options.workers, baseline=options.baseline,
         )  # fmt: skip
         state["finished"] = True
