@@ -17,7 +17,7 @@ magnitude and >= 100x faster; COSMOS magnitude RMSE <= 0.15 mag.
 Run from the repository root::
 
     .venv/bin/python benchmarks/regress.py --sims /data/sims50k --targets mag_r --epochs 12
-    .venv/bin/python benchmarks/regress.py --n 3000 --epochs 5 --cosmos   # a quick look
+    .venv/bin/python benchmarks/regress.py --skip-decals --cosmos --epochs 10  # about 10 min
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def decals(args: argparse.Namespace, work: Path) -> None:
 def cosmos(args: argparse.Namespace, work: Path) -> None:
     sims = work / "hst"
     t = time.perf_counter()
-    simulate(SimulateOptions(n=args.cosmos_n, output=str(sims), survey="hst-cosmos", workers=2))
+    simulate(SimulateOptions(n=args.cosmos_n, output=str(sims), size=args.cosmos_size,
+                             survey="hst-cosmos", workers=2))  # fmt: skip
     print(f"\nsimulated {args.cosmos_n} HST galaxies in {time.perf_counter() - t:.0f} s")
     options = RegressorOptions(
         str(sims), str(work / "hst-run"), targets=("mag_i",), epochs=args.epochs,
@@ -123,6 +124,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--cosmos", action="store_true", help="also the real COSMOS check")
     parser.add_argument("--cosmos-n", type=int, default=20_000)
+    parser.add_argument("--cosmos-size", type=int, default=64, help="HST stamps (0.03 arcsec px)")
     parser.add_argument("--skip-decals", action="store_true")
     parser.add_argument("--work", help="keep runs here (default: a temporary folder)")
     args = parser.parse_args()
