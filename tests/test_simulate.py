@@ -115,6 +115,43 @@ def test_measured_half_light_radius_matches_truth() -> None:
     assert measured == pytest.approx(truth["hlr"], rel=0.03)
 
 
+def _measured_hlr(image: np.ndarray, scale: float) -> float:
+    y, x = np.indices(image.shape)
+    centre = (image.shape[0] - 1) / 2
+    radius = np.hypot(x - centre, y - centre).ravel() * scale
+    order = np.argsort(radius)
+    cumulative = np.cumsum(image.ravel()[order])
+    return float(radius[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+def test_half_light_radius_is_the_whole_galaxys() -> None:
+    """A compact bulge and a large disk: the truth is the radius holding half of both together,
+    not the bulge's (the brighter component's) own radius."""
+    survey = survey_named("decals", bands=("r",), sky_sigma=(0.0,), pixel_scale=0.05)
+    bulge = Component("sersic", 0.6, hlr=0.4, n=4.0, q=1.0, bulge=True)
+    disk = Component("exponential", 0.4, hlr=2.0, q=1.0)
+    params = GalaxyParams("lenticular", 17.0, 0.0, (bulge, disk), 0.02, 384, seed=3)
+    image, truth = render(params, survey, 384)
+    assert 0.4 * 1.2 < truth["hlr"] < 2.0
+    assert _measured_hlr(image[0], survey.pixel_scale) == pytest.approx(truth["hlr"], rel=0.03)
+    assert truth["bt"] == pytest.approx(0.6) and truth["hlr_bulge"] == 0.4
+
+
+def test_bulge_to_total_follows_the_spheroid_not_the_sersic_index() -> None:
+    survey = survey_named("decals")
+    for seed in range(40):
+        elliptical = draw_params("elliptical", survey, seed)
+        assert elliptical.bulge_to_total == 1.0  # also when n < 3.5
+        compact = draw_params("compact", survey, seed)
+        g_r = compact.components[0].colour[0]  # red population 0.80, blue 0.45, scatter 0.08
+        assert compact.bulge_to_total in (0.0, 1.0)
+        if abs(g_r - 0.625) > 0.2:
+            assert compact.bulge_to_total == (1.0 if g_r > 0.625 else 0.0)
+        assert draw_params("irregular", survey, seed).bulge_to_total == 0.0
+        spiral = draw_params("spiral", survey, seed)
+        assert spiral.bulge_to_total == spiral.components[0].fraction < 0.25
+
+
 def test_padding_is_noise_not_zeros(tmp_path: Path) -> None:
     report = simulate(small(tmp_path, n=6, size=64, stamp_range=(32, 32)))
     images = np.load(report.output / "images.npy")

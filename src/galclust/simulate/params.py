@@ -7,9 +7,12 @@ units of the real COSMOS stamps in ``shared/data/cosmos-f814w``). Angles are deg
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import brentq
+from scipy.special import gammainc, gammaincinv
 
 from galclust.exceptions import GalclustValueError
 
@@ -81,6 +84,17 @@ class Component:
     h_over_r: float = 0.1  # scale height / scale radius, inclined_exponential only
     npoints: int = 0  # knots only
     colour: tuple[float, float] = (0.0, 0.0)  # (g - r, r - z) of this component
+    bulge: bool = False  # part of the spheroid: counted by the bulge-to-total ratio
+
+    def enclosed(self, radius: float) -> float:
+        """Fraction of this component's light within ``radius`` (arcsec) of its face-on,
+        circular profile: GalSim's half-light radius is that of the circularised (area-kept)
+        profile, and of the face-on disk for an inclined one. Knots scatter like a Gaussian."""
+        if self.kind == "knots":
+            return float(1 - 2 ** (-((radius / self.hlr) ** 2)))
+        n = self.n if self.kind == "sersic" else 1.0
+        b = gammaincinv(2 * n, 0.5)
+        return float(gammainc(2 * n, b * (radius / self.hlr) ** (1 / n)))
 
 
 @dataclass(frozen=True)
@@ -100,7 +114,26 @@ class GalaxyParams:
 
     @property
     def bulge_to_total(self) -> float:
-        return sum(c.fraction for c in self.components if c.kind == "sersic" and c.n >= 3.5)
+        """r-band light fraction of the spheroid: the bulge of a disk galaxy, all of an
+        elliptical or of a red compact galaxy, none of a blue compact one or an irregular."""
+        return sum(c.fraction for c in self.components if c.bulge)
+
+    @property
+    def half_light_radius(self) -> float:
+        """Half-light radius (arcsec, before the PSF) of the whole galaxy: the radius within
+        which its components' circularised profiles hold half the r-band light together."""
+        if len(self.components) == 1:
+            return self.components[0].hlr
+        total = sum(c.fraction for c in self.components)
+
+        def excess(radius: float) -> float:
+            return sum(c.fraction * c.enclosed(radius) for c in self.components) / total - 0.5
+
+        lo = min(c.hlr for c in self.components)
+        hi = max(c.hlr for c in self.components)
+        if math.isclose(lo, hi) or excess(lo) >= 0:
+            return lo
+        return float(brentq(excess, lo, hi, xtol=1e-6 * hi))
 
 
 def _lognormal(
@@ -143,6 +176,7 @@ def draw_params(
                 n=_sersic_n(rng.uniform(3, 6)),
                 q=float(rng.uniform(0.6, 1.0)),
                 colour=_colour(rng, "red"),
+                bulge=True,
             )
         ]
     elif family == "lenticular":
@@ -156,6 +190,7 @@ def draw_params(
                 n=4.0,
                 q=float(rng.uniform(0.7, 1.0)),
                 colour=_colour(rng, "red"),
+                bulge=True,
             ),
             Component(
                 "exponential",
@@ -171,7 +206,9 @@ def draw_params(
         knots = float(rng.uniform(0.15, 0.4)) * (1 - bt)
         q = float(rng.uniform(0.5, 1.0))
         comps = [
-            Component("sersic", bt, 0.2 * hlr, n=4.0, q=0.9, colour=_colour(rng, "red")),
+            Component(
+                "sersic", bt, 0.2 * hlr, n=4.0, q=0.9, colour=_colour(rng, "red"), bulge=True
+            ),
             Component("exponential", 1 - bt - knots, hlr, q=q, colour=_colour(rng, "blue")),
             Component(
                 "knots",
@@ -186,7 +223,9 @@ def draw_params(
         hlr = _lognormal(rng, 2.2 * scale, 0.3, 1.0 * scale, 6 * scale)
         bt = float(rng.uniform(0.0, 0.3))
         comps = [
-            Component("sersic", bt, 0.25 * hlr, n=4.0, q=0.8, colour=_colour(rng, "red")),
+            Component(
+                "sersic", bt, 0.25 * hlr, n=4.0, q=0.8, colour=_colour(rng, "red"), bulge=True
+            ),
             Component(
                 "inclined_exponential",
                 1 - bt,
@@ -215,17 +254,13 @@ def draw_params(
                 colour=_colour(rng, "knots"),
             ),
         ]
-    else:  # compact: barely resolved
-        comps = [
-            Component(
-                "sersic",
-                1.0,
-                float(rng.uniform(0.1, 0.35)) * scale,
-                n=_sersic_n(rng.uniform(1, 4)),
-                q=float(rng.uniform(0.5, 1.0)),
-                colour=_colour(rng, "red" if rng.random() < 0.5 else "blue"),
-            )
-        ]
+    else:  # compact: barely resolved; a red one is a compact spheroid, a blue one is not
+        hlr = float(rng.uniform(0.1, 0.35)) * scale
+        n = _sersic_n(rng.uniform(1, 4))
+        q = float(rng.uniform(0.5, 1.0))
+        red = bool(rng.random() < 0.5)
+        colour = _colour(rng, "red" if red else "blue")
+        comps = [Component("sersic", 1.0, hlr, n=n, q=q, colour=colour, bulge=red)]
         mag = float(rng.uniform(survey.mag_range[0] + 2, survey.mag_range[1]))
     fwhm = max(
         survey.psf_fwhm + survey.psf_fwhm_scatter * float(rng.standard_normal()),

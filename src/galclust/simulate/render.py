@@ -92,7 +92,7 @@ def _truth(
     params: GalaxyParams, survey: Survey, fluxes: np.ndarray, clean: np.ndarray
 ) -> dict[str, Any]:
     main = max(params.components, key=lambda c: c.fraction)
-    bulge = next((c for c in params.components if c.kind == "sersic" and c.n >= 3.5), None)
+    bulge = next((c for c in params.components if c.bulge), None)
     disk = next((c for c in params.components if "exponential" in c.kind), None)
     q = main.q
     if main.kind == "inclined_exponential":  # apparent axis ratio of a thick disk
@@ -100,8 +100,8 @@ def _truth(
     ellipticity = (1 - q) / (1 + q)
     row: dict[str, Any] = {
         "family": params.family,
-        "hlr": main.hlr,
-        "sersic_n": main.n,
+        "hlr": params.half_light_radius,  # of the whole galaxy
+        "sersic_n": main.n,  # of its brightest component
         "hlr_bulge": bulge.hlr if bulge else np.nan,
         "n_bulge": bulge.n if bulge else np.nan,
         "hlr_disk": disk.hlr if disk else np.nan,
