@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from galclust.data.framing import frame_galaxy, sky
+from galclust.data.framing import frame_galaxy, mask_neighbours, sky
 from galclust.data.transforms import Preprocess
 
 
@@ -107,6 +107,21 @@ def test_bright_neighbour_is_replaced_by_sky() -> None:
     column = round(15.5 + 14 * scale)
     assert kept[:, 14:18, column].max() > 5 * framed[:, 14:18, column].max()
     assert abs(framed[:, 14:18, column].mean()) < 3.0  # sky noise, not the star
+
+
+def test_mask_neighbours_keeps_the_galaxy_and_its_clumps() -> None:
+    clean = render(radius=5)
+    with_star = render(radius=5, star=(30, 0))
+    masked, count = mask_neighbours(with_star)
+    assert count > 20 and masked.shape == with_star.shape
+    star = (slice(None), slice(60, 68), slice(90, 98))  # the star at column 63.5 + 30
+    assert with_star[star].max() > 200 and abs(masked[star].mean() - 10) < 1.0  # sky level kept
+    galaxy = (slice(None), slice(48, 80), slice(48, 80))
+    np.testing.assert_array_equal(masked[galaxy], with_star[galaxy])
+    assert masked.sum() == pytest.approx(clean.sum(), rel=0.01)
+    # a star touching the galaxy above the threshold is left with it: no galaxy is ever split
+    touching, _ = mask_neighbours(render(radius=5, star=(7, 0)))
+    np.testing.assert_array_equal(touching[galaxy], render(radius=5, star=(7, 0))[galaxy])
 
 
 @pytest.mark.parametrize("angle", [0.0, 35.0, -60.0, 90.0])

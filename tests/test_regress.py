@@ -264,6 +264,16 @@ def test_predict_reads_real_cosmos_stamps(tmp_path: Path) -> None:
     assert len(report.table) == 100 and np.isfinite(report.table["mag_i"]).all()
     assert any("zeropoint unknown" in n for n in report.notes)
     assert not any("pixel scale" in n for n in report.notes)  # PIXSCALE 0.03 read and matched
+    masked = predict(
+        run / "checkpoints" / "best.ckpt", tmp_path / "cosmos.csv", workers=0,
+        mask_neighbours=True,
+    ).table  # fmt: skip
+    touched = masked["masked_pixels"] > 0
+    assert 0 < touched.sum() < 100  # stamps with detached neighbours, not all
+    np.testing.assert_array_equal(
+        masked.loc[~touched, "mag_i"], report.table.loc[~touched, "mag_i"]
+    )
+    assert (masked.loc[touched, "mag_i"] != report.table.loc[touched, "mag_i"]).any()
 
 
 def test_cli_train_regressor_and_predict(

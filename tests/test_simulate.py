@@ -152,6 +152,20 @@ def test_bulge_to_total_follows_the_spheroid_not_the_sersic_index() -> None:
         assert spiral.bulge_to_total == spiral.components[0].fraction < 0.25
 
 
+def test_hst_noise_is_correlated_like_the_cosmos_mosaics() -> None:
+    """Drizzled ACS noise: a 2x2-binned pixel is ~3x as noisy as one pixel (2x for white
+    noise), as measured on the real stamps of shared/data/cosmos-f814w (2.98)."""
+    from galclust.simulate.render import sky_noise
+
+    hst = sky_noise(survey_named("hst-cosmos"), 128, seed=5)[0]
+    white = sky_noise(survey_named("decals"), 128, seed=5)[1]
+    for noise, sigma, ratio in ((hst, 0.0026, 3.0), (white, 0.006, 2.0)):
+        binned = noise.reshape(64, 2, 64, 2).sum(axis=(1, 3))
+        assert noise.std() == pytest.approx(sigma, rel=0.05)
+        assert binned.std() / noise.std() == pytest.approx(ratio, rel=0.06)
+    assert np.array_equal(hst, sky_noise(survey_named("hst-cosmos"), 128, seed=5)[0])
+
+
 def test_padding_is_noise_not_zeros(tmp_path: Path) -> None:
     report = simulate(small(tmp_path, n=6, size=64, stamp_range=(32, 32)))
     images = np.load(report.output / "images.npy")

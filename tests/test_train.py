@@ -250,3 +250,17 @@ def test_dataset_stretch_survives_masked_pixels(tmp_path: Path) -> None:
     galclust.scan(folder, output=tmp_path / "c.parquet")
     fixed = open_source(tmp_path / "c.parquet").preprocess(32, "crop", "auto", "dataset")
     assert fixed.asinh_scale is not None and np.isfinite(fixed.asinh_scale).all()
+
+
+def test_loss_curves_of_a_negative_likelihood_loss(tmp_path: Path) -> None:
+    """A Gaussian NLL goes below zero: a linear axis, no log-scale warning (errors in tests)."""
+    from matplotlib.image import imread
+
+    from galclust.plots import loss_curves
+
+    frame = pd.DataFrame(
+        {"epoch": [1, 2, 3, 4], "train_loss": [0.4, -0.6, -1.1, -1.3],
+         "val_loss": [0.2, -0.7, -1.0, -1.2]}
+    )  # fmt: skip
+    loss_curves({"run": frame}, tmp_path / "loss.png", ylabel="loss (NLL)")
+    assert imread(tmp_path / "loss.png").shape[0] > 100

@@ -123,6 +123,11 @@ def add_predict(sub: argparse._SubParsersAction[_Parser]) -> None:
         "--zeropoint", type=float,
         help="AB magnitude of one image unit (default: the training simulation's)",
     )  # fmt: skip
+    p.add_argument(
+        "--mask-neighbours", action="store_true",
+        help="replace sources detached from the central galaxy by sky noise first (the "
+        "regressor learned on isolated galaxies); adds column masked_pixels",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=128, help="default: %(default)s")
     _add_workers(p, "image-reading processes")
     p.set_defaults(run=_run_predict)
@@ -141,6 +146,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         zeropoint=args.zeropoint,
         batch_size=args.batch_size,
         workers=args.workers,
+        mask_neighbours=args.mask_neighbours,
     )
     print(report.summary())
     _wrote(

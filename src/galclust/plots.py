@@ -68,9 +68,13 @@ def image_rows(
 
 
 def loss_curves(
-    runs: Mapping[str, pd.DataFrame], path: str | os.PathLike[str], title: str = ""
+    runs: Mapping[str, pd.DataFrame],
+    path: str | os.PathLike[str],
+    title: str = "",
+    ylabel: str = "loss",
 ) -> None:
-    """Training (dashed) and validation (solid) loss against epoch, one colour per run.
+    """Training (dashed) and validation (solid) loss against epoch, one colour per run; a log
+    axis when every loss is positive (a likelihood loss can be negative: a linear axis then).
 
     Each frame has the columns of ``metrics.csv``: ``epoch``, ``train_loss``, ``val_loss``.
     """
@@ -86,13 +90,21 @@ def loss_curves(
         ax.plot(epochs, frame["val_loss"], "-o", color=colour, ms=3, label=val_label)
     later = [f.loc[f["epoch"] > 1, ["train_loss", "val_loss"]].to_numpy() for f in runs.values()]
     later_values = np.concatenate([v.ravel() for v in later]) if later else np.array([])
-    later_values = later_values[np.isfinite(later_values) & (later_values > 0)]
+    later_values = later_values[np.isfinite(later_values)]
+    every = [f[["train_loss", "val_loss"]].to_numpy().ravel() for f in runs.values()]
+    values = np.concatenate(every) if every else np.array([])
+    positive = bool((values[np.isfinite(values)] > 0).all())
     if len(later_values) > 2:  # the first epoch's loss is far above: show where runs differ
-        ax.set_ylim(later_values.min() * 0.97, later_values.max() * 1.05)
+        low, high = later_values.min(), later_values.max()
+        if positive:
+            ax.set_ylim(low * 0.97, high * 1.05)
+        else:
+            margin = 0.05 * (high - low) or 0.05 * abs(high) or 1.0
+            ax.set_ylim(low - margin, high + margin)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (MSE + kld_weight x KL)")
-    ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_yscale("log" if positive else "linear")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, title=None if single else "validation (solid), training (dashed)")
     ax.set_title(title, fontsize=10)

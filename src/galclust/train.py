@@ -74,6 +74,7 @@ ALIGNED_ROTATION = 15.0  # random turns of aligned galaxies' views, degrees (mea
 _PRELOAD_BYTES = 2 * 1024**3  # framed images are prepared once and held in memory up to this
 _GRID = 8  # galaxies in the reconstruction figures
 _METRICS = {"vae": ("loss", "mse", "kld"), "contrastive": ("loss", "pair_accuracy")}
+_LOSS_LABELS = {"vae": "loss (MSE + kld_weight x KL)", "contrastive": "loss (NT-Xent)"}
 
 
 @dataclass(frozen=True)
@@ -221,8 +222,11 @@ def make_loader(
 class History(L.Callback):
     """One row per epoch in ``metrics.csv`` and ``loss.png``; kept in checkpoints for resuming."""
 
-    def __init__(self, run: Path, train_count: int, metrics: Sequence[str]) -> None:
+    def __init__(
+        self, run: Path, train_count: int, metrics: Sequence[str], loss_label: str = "loss"
+    ) -> None:
         self.run = run
+        self.loss_label = loss_label
         self.train_count = train_count
         self.logged = [f"{stage}_{name}" for stage in ("train", "val") for name in metrics]
         self.rows: list[dict[str, float]] = []
@@ -268,7 +272,9 @@ class History(L.Callback):
         if trainer.is_global_zero:
             frame = self.frame()
             write_catalog(frame, self.run / "metrics.csv")
-            loss_curves({"run": frame}, self.run / "loss.png", title=self.run.name)
+            loss_curves(
+                {"run": frame}, self.run / "loss.png", title=self.run.name, ylabel=self.loss_label
+            )
             log.info(
                 "epoch %d/%d: train loss %.5f, validation loss %.5f, %.1f images/s",
                 row["epoch"],
@@ -759,7 +765,7 @@ def train_vae(options: TrainOptions) -> TrainReport:
             seed=options.seed,
         )
         pictures = Views(run, grid, module.hparams["rotation"])
-    history = History(run, len(train_data), _METRICS[options.model])
+    history = History(run, len(train_data), _METRICS[options.model], _LOSS_LABELS[options.model])
     describe = (
         f"training a {options.latent_dim}-d "
         f"{'VAE' if options.model == 'vae' else 'contrastive encoder'} on {len(train_data)} "
@@ -844,7 +850,9 @@ def sweep(options: TrainOptions, latent_dims: Sequence[int]) -> SweepReport:
     if not is_lead():
         return SweepReport(out, {}, reports)
     curves = {f"latent {d}": r.metrics for d, r in reports.items()}
-    loss_curves(curves, out / "loss_curves.png", title="VAE loss by latent size")
+    loss_curves(
+        curves, out / "loss_curves.png", title="VAE loss by latent size", ylabel=_LOSS_LABELS["vae"]
+    )
     final = {d: float(r.metrics["val_loss"].iloc[-1]) for d, r in reports.items()}
     metric_against(
         final,

@@ -84,11 +84,15 @@ def find_galaxy(
     image: np.ndarray,
     level: np.ndarray | None = None,
     noise: np.ndarray | None = None,
+    *,
+    deblend: bool = True,
 ) -> tuple[Galaxy, np.ndarray | None]:
     """The central galaxy of a (C, H, W) image and the segmentation map (0 = sky, the
     galaxy's pixels = -1, other sources > 0), None when nothing was detected.
 
     ``level`` and ``noise`` are the per-channel sky (see :func:`sky`), measured when not given.
+    Without ``deblend`` only sources detached from the galaxy (above the detection threshold)
+    are other sources: a clumpy galaxy is never split, a touching neighbour stays with it.
     """
     if level is None or noise is None:
         level, noise = sky(image)
@@ -107,7 +111,12 @@ def find_galaxy(
         sigma = peak * 1e-3
     try:
         objects, segmap = sep.extract(
-            detection, _THRESHOLD, err=sigma, minarea=5, segmentation_map=True
+            detection,
+            _THRESHOLD,
+            err=sigma,
+            minarea=5,
+            segmentation_map=True,
+            deblend_cont=0.005 if deblend else 1.0,
         )
     except Exception:  # SEP raises plain Exceptions for buffer overflows and the like
         return Galaxy(whole.x, whole.y, whole.radius, 1.0, 0.0, "failed"), None
@@ -147,6 +156,41 @@ def find_galaxy(
     return Galaxy(x, y, radius, float(ratio), float(target["theta"]), status), segmap
 
 
+def _noise_rng(pixels: np.ndarray, seed: int | None) -> np.random.Generator:
+    """Sky noise drawn from the image itself: reproducible, and different for every galaxy."""
+    return np.random.default_rng(zlib.crc32(pixels[:, :4].tobytes()) if seed is None else seed)
+
+
+def _replace_others(
+    pixels: np.ndarray,
+    segmap: np.ndarray,
+    noise: np.ndarray,
+    rng: np.random.Generator,
+    level: np.ndarray | None = None,
+) -> int:
+    """Replace, in place, the pixels of other sources (dilated by two pixels) with sky noise
+    around ``level`` (zero: sky-subtracted pixels); returns how many pixels were replaced."""
+    others = ndimage.binary_dilation(segmap > 0, iterations=2) & (segmap != -1)
+    count = int(others.sum())
+    if count:
+        fill = noise[:, None] * rng.standard_normal((pixels.shape[0], count))
+        pixels[:, others] = fill if level is None else fill + level[:, None]
+    return count
+
+
+def mask_neighbours(image: np.ndarray, seed: int | None = None) -> tuple[np.ndarray, int]:
+    """(C, H, W) image with every source detached from the central galaxy replaced by sky
+    noise (at the image's own sky level), and the number of pixels replaced. The galaxy (all of
+    its clumps), its position and the stamp size are untouched."""
+    level, noise = sky(image)
+    _, segmap = find_galaxy(image, level, noise, deblend=False)
+    if segmap is None:
+        return image, 0
+    pixels = image.astype(image.dtype if image.dtype.kind == "f" else np.float32)  # a copy
+    count = _replace_others(pixels, segmap, noise, _noise_rng(pixels, seed), level)
+    return (pixels, count) if count else (image, 0)
+
+
 def frame_galaxy(
     image: np.ndarray,
     size: int,
@@ -168,12 +212,9 @@ def frame_galaxy(
     level, noise = sky(pixels)
     pixels -= level[:, None, None]
     galaxy, segmap = find_galaxy(image, level, noise)
-    # sky noise drawn from the image itself: reproducible, and different for every galaxy
-    rng = np.random.default_rng(zlib.crc32(pixels[:, :4].tobytes()) if seed is None else seed)
+    rng = _noise_rng(pixels, seed)
     if segmap is not None and neighbours:
-        others = ndimage.binary_dilation(segmap > 0, iterations=2) & (segmap != -1)
-        fill = noise[:, None] * rng.standard_normal((channels, int(others.sum())))
-        pixels[:, others] = fill
+        _replace_others(pixels, segmap, noise, rng)
     if galaxy.status in ("no_source", "failed"):
         half = max(height, width) / 2
     else:

@@ -49,22 +49,26 @@ def infer(
     batch_size: int,
     workers: int,
     scale: Sequence[float] | None = None,
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Raw-unit means and sigmas (N, outputs) for every row of ``data``, and the seconds the
-    network took per galaxy (reading excluded). ``scale`` multiplies the sigmas (calibration)."""
-    means, sigmas, seconds = [], [], 0.0
+) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """Raw-unit means and sigmas (N, outputs) for every row of ``data``, the seconds the
+    network took per galaxy (reading excluded), and the rows' second elements (targets, or the
+    masked-pixel counts of a prediction). ``scale`` multiplies the sigmas (calibration)."""
+    means, sigmas, seconds, extras = [], [], 0.0, []
     with torch.inference_mode():
-        for images, _ in loader(data, batch_size, workers):
+        for images, second in loader(data, batch_size, workers):
             t = time.perf_counter()
             mean, sigma = module.predict_raw(images)
             seconds += time.perf_counter() - t
             means.append(mean.numpy())
             sigmas.append(sigma.numpy())
-    mean_all = np.concatenate(means) if means else np.zeros((0, len(module.mean)))
-    sigma_all = np.concatenate(sigmas) if sigmas else np.zeros((0, len(module.mean)))
+            extras.append(second.numpy())
+    outputs = len(module.mean)
+    mean_all = np.concatenate(means) if means else np.zeros((0, outputs))
+    sigma_all = np.concatenate(sigmas) if sigmas else np.zeros((0, outputs))
+    rows = np.concatenate(extras) if extras else np.zeros((0, 0))
     if scale is not None:
         sigma_all = sigma_all * np.asarray(scale, np.float32)
-    return mean_all, sigma_all, seconds / max(len(data), 1)
+    return mean_all, sigma_all, seconds / max(len(data), 1), rows
 
 
 def calibrate(
@@ -73,7 +77,7 @@ def calibrate(
     """Rescale each output's sigmas so that their normalised residuals on the validation split
     have unit spread (68% within 1 sigma for Gaussian errors); the scales are stored in
     ``checkpoint`` (the file ``module`` was loaded from) and returned."""
-    mean, sigma, _ = infer(module, val, batch_size, workers)
+    mean, sigma, _, _ = infer(module, val, batch_size, workers)
     z = (val.targets.numpy() - mean) / np.maximum(sigma, 1e-12)
     scale = [float(s) for s in 1.4826 * np.median(np.abs(z), axis=0)]  # robust: outliers aside
     stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -175,7 +179,7 @@ def evaluate(
     magnitude and S/N; with ``baseline`` > 0 the classical Sersic fit is scored on the
     first test galaxies alike (:mod:`galclust.regress.baseline`)."""
     targets = Targets.from_dict(module.hparams["targets"])
-    mean, sigma, seconds = infer(module, test, batch_size, workers, sigma_scale)
+    mean, sigma, seconds, _ = infer(module, test, batch_size, workers, sigma_scale)
     pred = targets.decode(mean, sigma)
     truth = truth.reset_index(drop=True)
     mag = _reference(truth, "mag_")

@@ -72,6 +72,7 @@ def predict(
     zeropoint: float | None = None,
     batch_size: int = 128,
     workers: int = 2,
+    mask_neighbours: bool = False,
 ) -> PredictReport:
     """Apply a trained regressor to any catalog, simulation or folder scan.
 
@@ -79,12 +80,16 @@ def predict(
     flux scaling). The pixel scale (``pixel_scale``, else the first FITS header's PIXSCALE or
     WCS) must match the training simulation's within 2%; with ``zeropoint`` the images are
     converted to the training zeropoint, without it they are assumed to share it (a note says
-    so).
+    so). With ``mask_neighbours``, sources detached from the central galaxy are replaced by sky
+    noise first: the regressor learned on isolated galaxies and would otherwise measure a
+    neighbour's light with the galaxy's. (Off by default: on the 100 COSMOS stamps, mostly
+    isolated, it changed the magnitude RMSE from 0.217 to 0.223.)
 
     Returns
     -------
     PredictReport
-        ``table``: id_str, then each target and ``<target>_err`` (1 sigma, calibrated).
+        ``table``: id_str, then each target and ``<target>_err`` (1 sigma, calibrated), and
+        ``masked_pixels`` (neighbour pixels replaced) when neighbours were masked.
 
     Raises
     ------
@@ -149,11 +154,19 @@ def predict(
             "uncertainties are the network's own; use best.ckpt of a finished run"
         )
     targets = Targets.from_dict(hp["targets"])
-    dataset = RegressionData(catalog, scaling, None, gain)
-    mean, sigma, _ = infer(module, dataset, batch_size, workers, about.get("sigma_scale"))
+    dataset = RegressionData(catalog, scaling, None, gain, mask_neighbours=mask_neighbours)
+    mean, sigma, _, masked = infer(module, dataset, batch_size, workers, about.get("sigma_scale"))
     table = pd.concat(
         [catalog[["id_str"]].reset_index(drop=True), targets.decode(mean, sigma)], axis=1
     )
+    if mask_neighbours:
+        table["masked_pixels"] = masked[:, 0].astype(np.int64) if len(masked) else []
+        touched = int((table["masked_pixels"] > 0).sum())
+        if touched:
+            notes.append(
+                f"neighbours replaced by sky noise in {touched} of {len(table)} stamps "
+                "(column masked_pixels)"
+            )
     blank = ~np.isfinite(mean).all(axis=1)
     if blank.any():
         notes.append(f"{int(blank.sum())} images without finite pixels: NaN predictions")

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from galclust.data.dataset import ImageDataset
+from galclust.data.framing import mask_neighbours
 from galclust.data.transforms import finite_pixels, fit_to_size
 from galclust.exceptions import GalclustValueError
 from galclust.train import make_loader
@@ -148,7 +149,12 @@ class FluxScaling:
 
 
 class RegressionData(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Rows of a catalog as (scaled image, raw targets); targets may be empty (prediction)."""
+    """Rows of a catalog as (scaled image, raw targets); targets may be empty (prediction).
+
+    With ``mask_neighbours`` (prediction only: simulations have no neighbours) every source but
+    the central galaxy is replaced by sky noise first (:func:`galclust.data.framing.
+    mask_neighbours`), and the second element of a row is instead the number of pixels replaced.
+    """
 
     def __init__(
         self,
@@ -156,13 +162,18 @@ class RegressionData(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         scaling: FluxScaling,
         targets: np.ndarray | None = None,
         gain: float = 1.0,
+        *,
+        mask_neighbours: bool = False,
     ) -> None:
+        if mask_neighbours and targets is not None:
+            raise ValueError("mask_neighbours is for prediction, without targets")
         self.images = ImageDataset(catalog, None)
         self.scaling = scaling
         self.targets = (
             torch.from_numpy(targets) if targets is not None else torch.zeros((len(catalog), 0))
         )
         self.gain = gain
+        self.mask_neighbours = mask_neighbours
 
     def __len__(self) -> int:
         return len(self.images)
@@ -175,13 +186,18 @@ class RegressionData(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         except (OSError, ValueError, EOFError) as exc:  # changed since the scan
             log.warning("cannot read %s (%s); its prediction is NaN", self.images.locs[i], exc)
             size = self.scaling.image_size
-            return torch.full((bands, size, size), float("nan")), self.targets[i]
+            blank = torch.full((bands, size, size), float("nan"))
+            return blank, torch.zeros(1) if self.mask_neighbours else self.targets[i]
         if pixels.ndim != 3 or pixels.shape[0] != bands:
             raise GalclustValueError(
                 f"{self.images.locs[i]} has {pixels.shape[0] if pixels.ndim == 3 else 1} band(s) "
                 f"of shape {pixels.shape}, the regressor takes {bands}; remove it from the "
                 "catalog or give images of the training bands"
             )
+        if self.mask_neighbours:
+            pixels, masked = mask_neighbours(np.asarray(pixels, np.float32), seed=i)
+            image = torch.from_numpy(self.scaling(pixels, self.gain))
+            return image, torch.tensor([float(masked)])
         image = torch.from_numpy(self.scaling(pixels, self.gain))
         return image, self.targets[i]
 

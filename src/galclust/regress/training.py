@@ -212,7 +212,9 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
         survey=None if survey is None else asdict(survey),
         seed=options.seed,
     )
-    history = History(run, len(data["train"]), ("loss", "mse"))
+    history = History(
+        run, len(data["train"]), ("loss", "mse"), "loss (Gaussian NLL of standardised targets)"
+    )
     stopping = _EarlyStopping("val_loss", patience=options.patience, mode="min")
     describe = (
         f"training a regressor of {', '.join(names)} on {len(data['train'])} galaxies "

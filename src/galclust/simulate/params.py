@@ -31,6 +31,9 @@ class Survey:
     zeropoint: float  # AB mag of one image unit
     sky_sigma: tuple[float, ...]  # Gaussian noise per pixel per band, image units
     mag_range: tuple[float, float]  # r-band (or the single band) magnitudes drawn
+    # "white": independent pixels; "cosmos": correlated like drizzled HST/ACS F814W COSMOS
+    # mosaics (GalSim's measured correlation function; 2x2-binned noise is 3x, not 2x, a pixel's)
+    noise: str = "white"
 
 
 SURVEYS = {
@@ -41,7 +44,7 @@ SURVEYS = {
     # COSMOS HST/ACS F814W as in the real stamps of shared/data/cosmos-f814w: 0.03"/px, ~0.09"
     # PSF, counts/s with zeropoint 25.94, median noise sigma 0.0026, magnitudes 20-26
     "hst-cosmos": Survey("hst-cosmos", ("i",), 0.03, 0.09, 0.01, 25.94, (0.0026,),
-                         (20.0, 26.0)),
+                         (20.0, 26.0), noise="cosmos"),
 }  # fmt: skip
 
 # Colours (g-r, r-z) of the stellar populations: old bulges red, disks bluer, knots bluest.

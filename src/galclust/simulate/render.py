@@ -4,17 +4,20 @@ Bands differ only in the flux of each component (bulge, disk and knots have thei
 so a galaxy costs one PSF-convolved draw per component whatever the number of bands. The stamp
 is drawn at ``min(stamp_size, size)`` pixels (the centre crop of a larger stamp), placed in the
 centre of a ``size`` x ``size`` canvas, and Gaussian sky noise of the band's level is added to
-the whole canvas, so padding carries noise like the rest of the image, never zeros.
+the whole canvas, so padding carries noise like the rest of the image, never zeros. The noise is
+white, or correlated between neighbouring pixels as in drizzled HST mosaics (``Survey.noise``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import galsim
 import numpy as np
 
+from galclust.exceptions import GalclustValueError
 from galclust.simulate.params import Component, GalaxyParams, Survey
 
 _GSPARAMS = galsim.GSParams(maximum_fft_size=16384)
@@ -43,6 +46,32 @@ def _profile(comp: Component, pa: float, seed: int) -> galsim.GSObject:
             gsparams=_GSPARAMS,
         )
     return profile.shear(q=comp.q, beta=beta) if comp.q < 1 else profile
+
+
+@functools.cache
+def _cosmos_noise() -> galsim.BaseCorrelatedNoise:
+    """GalSim's correlation function of COSMOS F814W noise, read once per process."""
+    return galsim.getCOSMOSNoise()
+
+
+def sky_noise(survey: Survey, size: int, seed: int) -> np.ndarray:
+    """(bands, size, size) float32 sky noise of ``survey``, from ``seed`` alone."""
+    bands = len(survey.bands)
+    if survey.noise == "white":
+        sigmas = np.asarray(survey.sky_sigma)[:, None, None]
+        noise: np.ndarray = np.random.default_rng(seed).standard_normal((bands, size, size))
+        white: np.ndarray = (noise * sigmas).astype(np.float32)
+        return white
+    if survey.noise != "cosmos":
+        raise GalclustValueError(f"noise model {survey.noise!r} is unknown; choose white or cosmos")
+    out = np.empty((bands, size, size), np.float32)
+    for b, sigma in enumerate(float(s) for s in survey.sky_sigma):
+        canvas = galsim.ImageF(size, size, scale=survey.pixel_scale)
+        if sigma > 0:
+            model = _cosmos_noise().withVariance(sigma**2)
+            canvas.addNoise(model.copy(rng=galsim.BaseDeviate(seed * 7 + b + 1)))
+        out[b] = canvas.array
+    return out
 
 
 def band_fluxes(params: GalaxyParams, survey: Survey) -> np.ndarray:
@@ -79,10 +108,7 @@ def render(params: GalaxyParams, survey: Survey, size: int) -> tuple[np.ndarray,
         comps[k] = galaxy.drawImage(nx=draw, ny=draw, scale=survey.pixel_scale).array
     fluxes = band_fluxes(params, survey)
     clean = np.einsum("kb,kyx->byx", fluxes, comps)
-    image = np.empty((len(survey.bands), size, size), dtype=np.float32)
-    rng = np.random.default_rng(params.seed)
-    sigma = np.asarray(survey.sky_sigma)[:, None, None]
-    image[:] = rng.standard_normal(image.shape) * sigma
+    image = sky_noise(survey, size, params.seed)
     lo = (size - draw) // 2
     image[:, lo : lo + draw, lo : lo + draw] += clean
     return image, _truth(params, survey, fluxes, clean)
