@@ -1,4 +1,4 @@
-"""The galclust command: help, one-line errors with exit status 2, provenance, demo."""
+"""The galclust command: help, one-line errors with exit status 2, provenance."""
 
 from __future__ import annotations
 
@@ -94,19 +94,3 @@ def test_catalog_check_exit_status(tmp_path: Path) -> None:
     assert "1 of 2 rows ok" in result.stdout and "missing" in result.stdout
     assert (tmp_path / "out.provenance.json").is_file()
     assert list(pd.read_parquet(tmp_path / "out.parquet").status) == ["ok", "missing"]
-
-
-def test_demo_quick_runs_every_stage(tmp_path: Path) -> None:
-    result = run("demo", "--quick", "-o", str(tmp_path / "demo"))
-    assert result.returncode == 0, result.stderr
-    catalog = pd.read_parquet(tmp_path / "demo" / "catalog.parquet")
-    assert (catalog.status == "ok").sum() == 180
-    assert set(catalog.status) == {"ok", "wrong_shape", "truncated", "empty_file", "corrupt"}
-    assert (tmp_path / "demo" / "catalog.provenance.json").is_file()
-    for name in ("vae/checkpoints/best.ckpt", "vae/loss.png", "vae/reconstructions.png"):
-        assert (tmp_path / "demo" / name).is_file(), name
-    latents = pd.read_parquet(tmp_path / "demo" / "latents.parquet")
-    assert len(latents) == 180 and "z_7" in latents and "recon_mse" in latents
-    clusters = pd.read_parquet(tmp_path / "demo" / "clusters" / "clusters.parquet")
-    assert len(clusters) == 180 and (tmp_path / "demo" / "clusters" / "overview.png").is_file()
-    assert "done:" in result.stdout

@@ -299,6 +299,30 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_report(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "report",
+        help="one HTML page of every stage in run folders",
+        description="Write one self-contained HTML page (figures embedded, no network needed) "
+        "from whatever stages the run folders hold: data, latent-size comparison, training, "
+        "clusters with galleries and label scores, regression metrics, and the provenance of "
+        "every stage. Stages that are not there are listed at the top.",
+        epilog="examples:\n  galclust report galclust-demo -o report.html\n"
+        "  galclust report runs/vae35 runs/clusters runs/mag -o report.html",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, searched 3 levels down")
+    p.add_argument("-o", "--output", default="report.html", help="default: %(default)s")
+    p.set_defaults(run=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from galclust.report import build_report
+
+    print(build_report(args.runs, args.output).summary())
+    return 0
+
+
 def build_parser() -> _Parser:
     """The ``galclust`` argument parser with every subcommand."""
     parser = _Parser(
@@ -318,7 +342,7 @@ def build_parser() -> _Parser:
     for add in (
         _add_scan, _add_catalog, _add_simulate, models.add_pack, models.add_train,
         models.add_sweep, models.add_embed, models.add_cluster, models.add_assign,
-        add_predict, _add_demo,
+        add_predict, _add_report, _add_demo,
     ):  # fmt: skip
         add(sub)
     return parser

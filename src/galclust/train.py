@@ -29,7 +29,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -816,6 +816,23 @@ class SweepReport:
     def summary(self) -> str:
         losses = ", ".join(f"{d}: {v:.5f}" for d, v in self.final_val_loss.items())
         return f"final validation loss by latent size: {losses}"
+
+
+def choose_latent_dim(final_val_loss: Mapping[int, float], tolerance: float = 0.05) -> int:
+    """The smallest latent size whose final validation loss is within ``tolerance`` (relative)
+    of the best size's: beyond it, more dimensions buy little reconstruction and cost
+    clustering (more dimensions to whiten and model).
+
+    Raises
+    ------
+    GalclustValueError
+        No size has a finite loss.
+    """
+    finite = {d: v for d, v in final_val_loss.items() if math.isfinite(v)}
+    if not finite:
+        raise GalclustValueError("no latent size finished with a finite validation loss")
+    best = min(finite.values())
+    return min(d for d, v in finite.items() if v <= best + tolerance * abs(best))
 
 
 def sweep(options: TrainOptions, latent_dims: Sequence[int]) -> SweepReport:

@@ -1,0 +1,139 @@
+"""galclust demo and galclust report: every stage end to end, the page from any subset of
+stages, escaping, placeholders, and the page as a browser shows it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from galclust.cli import main
+from galclust.exceptions import GalclustValueError
+from galclust.report import build_report, find_stages
+from galclust.train import choose_latent_dim
+
+STAGE_FILES = (
+    "sims/images.npy", "sims/catalog.parquet", "catalog.parquet", "catalog.provenance.json",
+    "store/provenance.json", "sweep/sweep.csv", "sweep/loss_curves.png",
+    "vae/checkpoints/best.ckpt", "vae/loss.png", "vae/reconstructions.png", "latents.parquet",
+    "clusters/clusters.parquet", "clusters/confusion.png", "clusters/overview.png",
+    "regressor/metrics.json", "regressor/plots/mag_r.png", "report.html",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``galclust demo --quick`` run once, as a user runs it: its folder and what it printed."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "galclust", "demo", "--quick", "-o", str(out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return out, result.stdout
+
+
+def test_demo_quick_runs_every_stage_into_a_users_layout(demo: tuple[Path, str]) -> None:
+    out, printed = demo
+    for name in STAGE_FILES:
+        assert (out / name).is_file(), name
+    catalog = pd.read_parquet(out / "catalog.parquet")
+    assert (catalog.status == "ok").sum() == 270  # 300 simulated, every 10th at 80x80
+    assert set(catalog.status) == {"ok", "wrong_shape", "truncated", "empty_file", "corrupt"}
+    assert len(pd.read_parquet(out / "latents.parquet")) == 270
+    clusters = pd.read_parquet(out / "clusters" / "clusters.parquet")
+    assert len(clusters) == 270
+    stage_lines = re.findall(r"^\[(\d+)/10\] (.+?): ([\d.]+) s -> ", printed, re.MULTILINE)
+    assert [int(n) for n, _, _ in stage_lines] == list(range(1, 11))
+    assert "chosen latent size" in printed and "against family (galclust)" in printed
+    assert f"open {out / 'report.html'}" in printed
+
+
+def test_report_of_the_demo_has_every_stage_and_image(demo: tuple[Path, str]) -> None:
+    out, _ = demo
+    kinds = [s.kind for s in find_stages([out])]
+    assert kinds == ["simulate", "scan", "sweep", "train", "embed", "cluster", "regress"]
+    page = (out / "report.html").read_text()
+    for title in ("Simulated galaxies", "Catalogue of cutouts", "Latent-size comparison",
+                  "Encoder training", "Clusters", "Measuring galaxies", "Provenance"):  # fmt: skip
+        assert f">{title}" in page, title
+    assert "Not in these runs" not in page and "image missing" not in page
+    assert page.count("data:image/png;base64,") >= 14
+    assert "http://" not in page and "https://" not in page  # nothing fetched when viewed
+    assert "against raw-pixel" in page or "labels against raw-pixel k-means" in page
+
+
+def test_partial_and_empty_runs(demo: tuple[Path, str], tmp_path: Path) -> None:
+    out, _ = demo
+    result = build_report([out / "clusters"], tmp_path / "one.html")
+    assert [s.kind for s in result.stages] == ["cluster"]
+    assert "regress" in result.absent and "simulate" in result.absent
+    page = (tmp_path / "one.html").read_text()
+    assert "Not in these runs: Simulated galaxies, Catalogue of cutouts" in page
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(GalclustValueError, match=r"empty holds no galclust output.*galclust demo"):
+        build_report([empty], tmp_path / "none.html")
+    with pytest.raises(GalclustValueError, match=r"nowhere does not exist; give run folders"):
+        build_report([tmp_path / "nowhere"], tmp_path / "none.html")
+    assert not (tmp_path / "none.html").exists()
+    assert main(["report", str(empty), "-o", str(tmp_path / "none.html")]) == 2
+
+
+def test_html_special_characters_are_escaped_and_missing_images_counted(
+    demo: tuple[Path, str], tmp_path: Path
+) -> None:
+    out, _ = demo
+    hostile = '<script>alert("x")</script>&<b>'
+    clusters = tmp_path / "run" / "clusters"
+    shutil.copytree(out / "clusters", clusters)
+    table = pd.read_parquet(clusters / "clusters.parquet")
+    table.loc[table["confidence"].idxmin(), "id_str"] = hostile
+    table.to_parquet(clusters / "clusters.parquet")
+    (clusters / "gallery" / "cluster_00.png").unlink()
+    (clusters / "map.png").write_bytes(b"not a png")
+    shutil.copy(out / "catalog.parquet", tmp_path / "run" / "catalog.parquet")
+    shutil.copy(out / "catalog.provenance.json", tmp_path / "run" / "catalog.provenance.json")
+    rejected = (out / "catalog.rejected.txt").read_text().splitlines()
+    rejected.insert(1, f"/data/{hostile}.fits\tcorrupt\tnot a FITS file")
+    (tmp_path / "run" / "catalog.rejected.txt").write_text("\n".join(rejected) + "\n")
+
+    result = build_report([tmp_path / "run"], tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert "<script>" not in page and "<b>" not in page
+    assert page.count("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&lt;b&gt;") == 2
+    assert sorted(Path(p).name for p in result.missing_images) == ["cluster_00.png", "map.png"]
+    assert page.count('class="missing"') == 2 and "2 image(s) missing" in page
+
+
+def test_choose_latent_dim_takes_the_smallest_size_near_the_best() -> None:
+    assert choose_latent_dim({4: 1.30, 8: 1.04, 16: 1.01, 32: 1.00}) == 8
+    assert choose_latent_dim({2: 0.50, 8: 0.60}) == 2
+    assert choose_latent_dim({2: float("nan"), 8: 0.6}) == 8
+    with pytest.raises(GalclustValueError, match="no latent size finished"):
+        choose_latent_dim({2: float("nan")})
+
+
+# --- in a real browser --------------------------------------------------------------------------
+
+
+def test_report_loads_in_chromium_with_every_image(
+    demo: tuple[Path, str], browser: object, artifacts: Path
+) -> None:
+    from selenium.webdriver.remote.webdriver import WebDriver
+
+    assert isinstance(browser, WebDriver)
+    out, _ = demo
+    browser.get((out / "report.html").as_uri())
+    assert browser.title == "galclust demo"
+    broken = browser.execute_script(
+        "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length"
+    )
+    assert broken == 0 and browser.execute_script("return document.images.length") >= 14
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    browser.save_screenshot(str(artifacts / "report.png"))
