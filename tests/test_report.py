@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from galclust.cli import main
-from galclust.exceptions import GalclustValueError
+from galclust.exceptions import GalclustFileError, GalclustValueError
 from galclust.report import build_report, find_stages
 from galclust.train import choose_latent_dim
 
@@ -22,7 +22,8 @@ STAGE_FILES = (
     "store/provenance.json", "sweep/sweep.csv", "sweep/loss_curves.png",
     "vae/checkpoints/best.ckpt", "vae/loss.png", "vae/reconstructions.png", "latents.parquet",
     "clusters/clusters.parquet", "clusters/confusion.png", "clusters/overview.png",
-    "regressor/metrics.json", "regressor/plots/mag_r.png", "report.html",
+    "regressor/metrics.json", "regressor/plots/mag_r.png", "report.html", "explorer.html",
+    "explorer_files/data.js", "explorer_files/sheet_0000.png", "explorer.provenance.json",
 )  # fmt: skip
 
 
@@ -48,8 +49,8 @@ def test_demo_quick_runs_every_stage_into_a_users_layout(demo: tuple[Path, str])
     assert len(pd.read_parquet(out / "latents.parquet")) == 270
     clusters = pd.read_parquet(out / "clusters" / "clusters.parquet")
     assert len(clusters) == 270
-    stage_lines = re.findall(r"^\[(\d+)/10\] (.+?): ([\d.]+) s -> ", printed, re.MULTILINE)
-    assert [int(n) for n, _, _ in stage_lines] == list(range(1, 11))
+    stage_lines = re.findall(r"^\[(\d+)/11\] (.+?): ([\d.]+) s -> ", printed, re.MULTILINE)
+    assert [int(n) for n, _, _ in stage_lines] == list(range(1, 12))
     assert "chosen latent size" in printed and "against family (galclust)" in printed
     assert f"open {out / 'report.html'}" in printed
 
@@ -57,7 +58,9 @@ def test_demo_quick_runs_every_stage_into_a_users_layout(demo: tuple[Path, str])
 def test_report_of_the_demo_has_every_stage_and_image(demo: tuple[Path, str]) -> None:
     out, _ = demo
     kinds = [s.kind for s in find_stages([out])]
-    assert kinds == ["simulate", "scan", "sweep", "train", "embed", "cluster", "regress"]
+    assert kinds == [
+        "simulate", "scan", "sweep", "train", "embed", "cluster", "regress", "explore"
+    ]  # fmt: skip
     page = (out / "report.html").read_text()
     for title in ("Simulated galaxies", "Catalogue of cutouts", "Latent-size comparison",
                   "Encoder training", "Clusters", "Measuring galaxies", "Provenance"):  # fmt: skip
@@ -137,3 +140,80 @@ def test_report_loads_in_chromium_with_every_image(
     assert broken == 0 and browser.execute_script("return document.images.length") >= 14
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
     browser.save_screenshot(str(artifacts / "report.png"))
+
+
+def test_explorer_in_chromium_shows_a_clicked_galaxy_and_its_neighbours(
+    demo: tuple[Path, str], browser: object, artifacts: Path
+) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.remote.webdriver import WebDriver
+
+    assert isinstance(browser, WebDriver)
+    out, _ = demo
+    assert 'id="explorer-link" href="explorer.html"' in (out / "report.html").read_text()
+    browser.get((out / "explorer.html").as_uri())
+    assert browser.execute_script("return galclustExplorer.count") == 270
+    x, y = browser.execute_script("return galclustExplorer.screenPosition(17)")
+    ActionChains(browser).move_by_offset(x, y).click().perform()
+    chosen = browser.execute_script("return galclustExplorer.selected()")
+    assert chosen >= 0  # the galaxy under the cursor: 17, or one drawn on top of it
+    ids = pd.read_parquet(out / "latents.parquet")["id_str"].tolist()
+    assert browser.find_element(By.ID, "selected-id").text == ids[chosen]
+    big = browser.find_element(By.ID, "selected-thumb")
+    sheet = chosen // 256
+    assert f"explorer_files/sheet_{sheet:04d}.png" in big.value_of_css_property("background-image")
+    neighbours = browser.find_elements(By.CSS_SELECTOR, "#neighbours .thumb")
+    assert len(neighbours) == 8
+    first = int(neighbours[0].get_attribute("data-index") or -1)
+    neighbours[0].click()
+    assert browser.execute_script("return galclustExplorer.selected()") == first != chosen
+    browser.execute_script("galclustExplorer.colourBy('family')")
+    assert browser.find_element(By.ID, "legend").text.split("\n")[1:] == sorted(
+        ["compact", "edge_on", "elliptical", "irregular", "lenticular", "spiral"]
+    )
+    loaded = browser.execute_script(
+        "const url = getComputedStyle(document.getElementById('selected-thumb'))"
+        ".backgroundImage.slice(5, -2); const image = new Image(); image.src = url;"
+        "return image.decode().then(() => image.naturalWidth)"
+    )
+    assert loaded == 16 * 48  # the sheet itself loads: 16 thumbnails of 48 px a row
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    browser.save_screenshot(str(artifacts / "explorer.png"))
+
+
+def test_explorer_escapes_ids_and_shows_placeholders(
+    demo: tuple[Path, str], browser: object, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.remote.webdriver import WebDriver
+
+    from galclust.report.explorer import ExploreOptions, build_explorer
+
+    assert isinstance(browser, WebDriver)
+    out, _ = demo
+    hostile = '<img src=x onerror="window.pwned=1">&"'
+    latents = pd.read_parquet(out / "latents.parquet")
+    clusters = tmp_path / "clusters"
+    shutil.copytree(out / "clusters", clusters)
+    table = pd.read_parquet(clusters / "clusters.parquet")
+    old = latents.loc[3, "id_str"]
+    latents.loc[3, "id_str"] = hostile
+    table.loc[table["id_str"] == old, "id_str"] = hostile
+    latents.loc[4, "file_loc"] = str(tmp_path / "gone.fits")
+    latents.to_parquet(tmp_path / "latents.parquet")
+    table.to_parquet(clusters / "clusters.parquet")
+    result = build_explorer(
+        ExploreOptions(str(clusters), str(tmp_path / "explorer.html"),
+                       latents=str(tmp_path / "latents.parquet"), map="pca")
+    )  # fmt: skip
+    assert result.missing_thumbnails == 1 and result.points == 270
+    assert "1 image(s) unreadable" in result.summary()
+    browser.get((tmp_path / "explorer.html").as_uri())
+    browser.execute_script("galclustExplorer.select(3)")
+    assert browser.find_element(By.ID, "selected-id").text == hostile
+    assert browser.execute_script("return window.pwned === undefined")
+    assert browser.execute_script("return document.querySelectorAll('#panel img').length") == 0
+    with pytest.raises(GalclustFileError, match=r"has no summary.json; give the folder"):
+        build_explorer(ExploreOptions(str(tmp_path), str(tmp_path / "x.html")))
+    assert main(["explore", str(tmp_path), "-o", str(tmp_path / "x.html")]) == 2

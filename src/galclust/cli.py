@@ -323,6 +323,47 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_explore(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "explore",
+        help="an interactive map of a clustering, with thumbnails and neighbours",
+        description="Write an HTML page (no server, no network) with the 2-D map of every "
+        "galaxy of a clustering: pan, zoom, colour by cluster or any column, hover for a "
+        "thumbnail, click for the galaxy's details and its nearest neighbours in latent space. "
+        "Thumbnails go to OUTPUT_files/ beside the page, loaded only when shown.",
+        epilog="example:\n  galclust explore runs/clusters -o explorer.html --catalog "
+        "sims/catalog.parquet",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("clusters", metavar="CLUSTERS", help="the folder written by galclust cluster")
+    p.add_argument("-o", "--output", default="explorer.html", help="default: %(default)s")
+    p.add_argument("--catalog", help="more columns to colour by, matched on id_str")
+    p.add_argument("--latents", help="default: the latents the clusters were made from")
+    p.add_argument("--data", help="where the images are (default: the latents' file_loc)")
+    p.add_argument(
+        "--max-points", type=int, default=100_000,
+        help="show a random sample beyond this many galaxies (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--map", choices=("umap", "pca"), help="default: the clustering's")
+    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.set_defaults(run=_run_explore)
+
+
+def _run_explore(args: argparse.Namespace) -> int:
+    from galclust.provenance import now
+    from galclust.report.explorer import ExploreOptions, build_explorer
+
+    started = now()
+    options = ExploreOptions(
+        clusters=args.clusters, output=args.output, latents=args.latents, catalog=args.catalog,
+        data=args.data, max_points=args.max_points, map=args.map, seed=args.seed,
+    )  # fmt: skip
+    result = build_explorer(options)
+    print(result.summary())
+    _wrote(args.output, "explore", options, started, {"points": result.points})
+    return 0
+
+
 def build_parser() -> _Parser:
     """The ``galclust`` argument parser with every subcommand."""
     parser = _Parser(
@@ -342,7 +383,7 @@ def build_parser() -> _Parser:
     for add in (
         _add_scan, _add_catalog, _add_simulate, models.add_pack, models.add_train,
         models.add_sweep, models.add_embed, models.add_cluster, models.add_assign,
-        add_predict, _add_report, _add_demo,
+        add_predict, _add_explore, _add_report, _add_demo,
     ):  # fmt: skip
         add(sub)
     return parser

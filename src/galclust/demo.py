@@ -11,6 +11,7 @@ The run folder has the layout of a run on your own data, so it doubles as a work
     DIR/vae/                galclust train vae at the chosen latent size
     DIR/latents.parquet     galclust embed: one latent vector per galaxy
     DIR/clusters/           galclust cluster --labels sims:family: galleries, map, label scores
+    DIR/explorer.html       galclust explore: the map of every galaxy, thumbnails, neighbours
     DIR/regressor/          galclust train regressor --targets mag_r: metrics, plots
     DIR/report.html         galclust report DIR
 
@@ -36,6 +37,7 @@ from galclust.embed import embed
 from galclust.provenance import now, write_provenance
 from galclust.regress import RegressorOptions, train_regressor
 from galclust.report import build_report
+from galclust.report.explorer import ExploreOptions, build_explorer
 from galclust.simulate import SimulateOptions, simulate
 from galclust.train import TrainOptions, choose_latent_dim, sweep, train_vae
 
@@ -134,7 +136,7 @@ def run_demo(output: str | Path, *, quick: bool = False, seed: int = 0) -> Path:
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     plan = DemoPlan.make(quick)
-    stages = _Stages(10)
+    stages = _Stages(11)
     start = time.perf_counter()
 
     sims = out / "sims"
@@ -199,6 +201,13 @@ def run_demo(output: str | Path, *, quick: bool = False, seed: int = 0) -> Path:
     clustered = stages.run("cluster", out / "clusters", lambda: cluster_latents(cluster_options),
                            cluster_options)  # fmt: skip
     print(clustered.text())
+
+    explore_options = ExploreOptions(str(out / "clusters"), str(out / "explorer.html"),
+                                     catalog=str(sims / "catalog.parquet"), seed=seed)  # fmt: skip
+    explored = stages.run("explore", out / "explorer.html",
+                          lambda: build_explorer(explore_options), explore_options,
+                          lambda r: {"points": r.points})  # fmt: skip
+    print(explored.summary())
 
     regressor_options = RegressorOptions(
         source=str(sims), output=str(out / "regressor"), targets=("mag_r",),

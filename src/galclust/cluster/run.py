@@ -166,7 +166,7 @@ def read_labels(spec: str, ids: pd.Series) -> tuple[str, pd.Series, dict[str, in
     return column, matched, counts
 
 
-class _Images:
+class Images:
     """Pixels of galaxies by id: from ``--data`` or from the latents' own ``file_loc``."""
 
     def __init__(self, table: pd.DataFrame, data: str | None) -> None:
@@ -189,7 +189,7 @@ class _Images:
         return out
 
 
-def _map(Z: np.ndarray, how: str, seed: int) -> np.ndarray:
+def make_map(Z: np.ndarray, how: str, seed: int) -> np.ndarray:
     if Z.shape[1] < 2:  # one dimension: spread along y by rank, for a readable strip
         return np.column_stack([Z[:, 0], np.argsort(np.argsort(Z[:, 0])) / max(1, len(Z) - 1)])
     if how == "pca" or len(Z) < 16:
@@ -249,7 +249,7 @@ def cluster_latents(options: ClusterOptions) -> ClusterReport:
     rng = np.random.default_rng(options.seed)
     Z = model.transform_latents(X)
     shown = np.sort(rng.choice(len(Z), min(len(Z), options.map_sample), replace=False))
-    xy = _map(Z[shown], options.map, options.seed)
+    xy = make_map(Z[shown], options.map, options.seed)
     cluster_map(
         xy,
         model.labels_[shown],
@@ -259,7 +259,7 @@ def cluster_latents(options: ClusterOptions) -> ClusterReport:
     times["map"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    images = _Images(table, options.data)
+    images = Images(table, options.data)
     _galleries(model, result, images, out, options.gallery_size, rng)
     times["galleries"] = time.perf_counter() - t
 
@@ -308,7 +308,7 @@ def _dump(model: AutoCluster, path: Path) -> None:
 def _galleries(
     model: AutoCluster,
     result: pd.DataFrame,
-    images: _Images,
+    images: Images,
     out: Path,
     size: int,
     rng: np.random.Generator,
@@ -345,7 +345,7 @@ def _score_labels(
     model: AutoCluster,
     result: pd.DataFrame,
     truth: pd.Series,
-    images: _Images,
+    images: Images,
     out: Path,
     options: ClusterOptions,
     column: str | None,
@@ -383,12 +383,16 @@ def _score_labels(
     return {"label_column": column, "label_scores": scores}
 
 
-def assign(
-    model_path: str | os.PathLike[str],
-    latents: str | os.PathLike[str],
-    output: str | os.PathLike[str] | None = None,
-) -> pd.DataFrame:
-    """Put the galaxies of a new latents table into the clusters of a saved model."""
+def load_cluster_model(model_path: str | os.PathLike[str]) -> AutoCluster:
+    """The fitted :class:`AutoCluster` saved by ``galclust cluster`` (``DIR/model.joblib``).
+
+    Raises
+    ------
+    GalclustFileError
+        No file there, or not a readable model.
+    GalclustValueError
+        A readable file that is not a galclust cluster model.
+    """
     import joblib
 
     path = Path(model_path)
@@ -400,6 +404,16 @@ def assign(
         raise GalclustFileError(f"{path} is not a readable galclust cluster model ({exc})") from exc
     if not isinstance(model, AutoCluster):
         raise GalclustValueError(f"{path} is not a galclust cluster model")
+    return model
+
+
+def assign(
+    model_path: str | os.PathLike[str],
+    latents: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+) -> pd.DataFrame:
+    """Put the galaxies of a new latents table into the clusters of a saved model."""
+    model = load_cluster_model(model_path)
     table, X = read_latents(latents, at_least=1)
     if X.shape[1] != model.n_features_in_:
         raise GalclustValueError(

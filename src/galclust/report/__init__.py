@@ -79,10 +79,12 @@ def build_report(
     """
     start = time.perf_counter()
     stages = find_stages(runs)
+    path = Path(output)
     page = Page(
         title,
         subtitle=f"{', '.join(str(r) for r in runs)} | galclust {__version__} | "
         f"{now():%Y-%m-%d %H:%M} UTC",
+        folder=path.resolve().parent,
     )
     counts: dict[str, int] = {}
     for stage in stages:
@@ -95,7 +97,6 @@ def build_report(
         page.add(anchor, title_, SECTIONS[stage.kind](page, stage))
     page.add("provenance", "Provenance", provenance(provenance_files(stages)))
     absent = [kind for kind in STAGES if kind not in counts]
-    path = Path(output)
     try:
         atomic_write_text(path, page.render([STAGES[k] for k in absent]))
     except OSError as exc:

@@ -97,6 +97,7 @@ class Page:
 
     title: str
     subtitle: str = ""
+    folder: Path | None = None  # where the page goes: links are made relative to it
     sections: list[tuple[str, str, str]] = field(default_factory=list)  # (anchor, title, body)
     missing: list[str] = field(default_factory=list)
     images: int = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -306,6 +307,19 @@ def provenance(records_: list[tuple[Path, dict[str, Any]]]) -> str:
     return table(pd.DataFrame(rows))
 
 
+def explore(page: Page, stage: Stage) -> str:
+    """A link to the explorer page, relative to the report so that the two travel together."""
+    target = os.path.relpath(stage.path.resolve(), page.folder) if page.folder else str(stage.path)
+    points = stage.info.get("results", {}).get("points")
+    count = f" of {points:,} galaxies" if isinstance(points, int) else ""
+    return (
+        _where(stage)
+        + f'<p><a id="explorer-link" href="{esc(Path(target).as_posix())}">Open the interactive '
+        f"map{esc(count)}</a>: pan and zoom, colour by any column, hover for thumbnails, click "
+        "a galaxy for its nearest neighbours in latent space.</p>"
+    )
+
+
 SECTIONS: dict[str, Callable[[Page, Stage], str]] = {
     "scan": scan,
     "simulate": simulate,
@@ -314,4 +328,5 @@ SECTIONS: dict[str, Callable[[Page, Stage], str]] = {
     "embed": embed,
     "cluster": cluster,
     "regress": regress,
+    "explore": explore,
 }

@@ -13,6 +13,7 @@ stage           marker
 ``embed``       ``X.parquet`` with ``X.provenance.json`` whose command is ``embed``
 ``cluster``     a folder with ``summary.json`` holding ``scores_per_k``
 ``regress``     a folder with ``run.json`` of a regressor run (its options name ``targets``)
+``explore``     ``X.html`` with ``X.provenance.json`` whose command is ``explore``
 ==============  =========================================================================
 """
 
@@ -37,6 +38,7 @@ STAGES = {
     "embed": "Latent vectors",
     "cluster": "Clusters",
     "regress": "Measuring galaxies (regressor)",
+    "explore": "Interactive explorer",
 }
 _MAX_DEPTH = 3  # a demo folder holds its stages one or two levels down
 _SKIP = {"checkpoints", "cutouts", "previews", "reconstructions", "gallery", "plots", "thumbs"}
@@ -87,6 +89,9 @@ def _folder_stages(folder: Path) -> Iterator[Stage]:
         table = folder / (provenance.name.removesuffix(".provenance.json") + ".parquet")
         if about.get("command") in ("scan", "embed") and table.is_file():
             yield Stage("scan" if about["command"] == "scan" else "embed", table, about)
+        page = table.with_suffix(".html")
+        if about.get("command") == "explore" and page.is_file():
+            yield Stage("explore", page, about)
 
 
 def _walk(folder: Path, depth: int) -> Iterator[Stage]:
