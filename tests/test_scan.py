@@ -185,6 +185,10 @@ def test_outputs_written_atomically_beside_catalog(mixed_folder: Path, tmp_path:
     assert sorted(p.name for p in out.parent.iterdir()) == [
         "catalog.parquet", "catalog.rejected.txt", "catalog.txt",
     ]  # fmt: skip
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("catalog.parquet", "catalog.txt"):  # as open() would make them, not 0600
+        assert (out.parent / name).stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv", ".fits"])

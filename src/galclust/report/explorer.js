@@ -60,6 +60,13 @@
     draw();
   }
 
+  let pending = false;
+  function schedule() {  // pans and zooms redraw once per frame, however many events come
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => { pending = false; draw(); });
+  }
+
   function draw() {
     const t0 = performance.now();
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
@@ -113,9 +120,19 @@
         row.appendChild(document.createTextNode(c));
         legend.appendChild(row);
       });
+      let none = false;
       for (let i = 0; i < n; i++) {
         const v = col.values[i];
+        if (v < 0) none = true;
         add(v < 0 ? "#cccccc" : PALETTE[v % PALETTE.length], i);
+      }
+      if (none) {  // unclassified (cluster -1) or no value
+        const row = document.createElement("div");
+        const sw = document.createElement("span");
+        sw.className = "swatch";
+        sw.style.background = "#cccccc";
+        row.append(sw, document.createTextNode(name === "cluster" ? "unclassified" : "none"));
+        legend.appendChild(row);
       }
     } else {
       let lo = Infinity, hi = -Infinity;
@@ -155,7 +172,7 @@
     const div = document.createElement("div");
     div.className = "thumb";
     div.style.width = div.style.height = s + "px";
-    div.style.backgroundImage = "url(\"" + encodeURI(T.sheets[sheet]) + "\")";
+    div.style.backgroundImage = "url(\"" + T.sheets[sheet] + "\")";  // quoted by galclust
     div.style.backgroundSize = (T.per_row * s) + "px auto";
     div.style.backgroundPosition = (-(k % T.per_row) * s) + "px " + (-Math.floor(k / T.per_row) * s) + "px";
     div.dataset.index = String(i);
@@ -228,6 +245,7 @@
 
   // --- interaction ---
   let drag = null;
+  let hovered = -1;
   canvas.addEventListener("mousedown", (e) => { drag = { x: e.offsetX, y: e.offsetY, moved: false }; });
   window.addEventListener("mouseup", () => { setTimeout(() => { drag = null; }, 0); });
   canvas.addEventListener("mousemove", (e) => {
@@ -237,21 +255,25 @@
       view.x += dx; view.y += dy;
       drag.x = e.offsetX; drag.y = e.offsetY;
       tooltip.hidden = true;
-      draw();
+      hovered = -1;
+      schedule();
       return;
     }
     const i = nearest(e.offsetX, e.offsetY, 8);
-    if (i < 0) { tooltip.hidden = true; return; }
-    tooltip.replaceChildren(thumb(i, 1));
-    const caption = document.createElement("div");
-    const info = D.info.cluster ? " \u00b7 cluster " + fmt(D.info.cluster[i]) : "";
-    caption.textContent = D.ids[i] + info;
-    tooltip.appendChild(caption);
+    if (i < 0) { tooltip.hidden = true; hovered = -1; return; }
+    if (i !== hovered) {  // rebuilt only when another galaxy comes under the cursor
+      hovered = i;
+      tooltip.replaceChildren(thumb(i, 1));
+      const caption = document.createElement("div");
+      const info = D.info.cluster ? " \u00b7 cluster " + fmt(D.info.cluster[i]) : "";
+      caption.textContent = D.ids[i] + info;
+      tooltip.appendChild(caption);
+    }
     tooltip.style.left = (e.offsetX + 14) + "px";
     tooltip.style.top = (e.offsetY + 14) + "px";
     tooltip.hidden = false;
   });
-  canvas.addEventListener("mouseleave", () => { tooltip.hidden = true; });
+  canvas.addEventListener("mouseleave", () => { tooltip.hidden = true; hovered = -1; });
   canvas.addEventListener("click", (e) => {
     if (drag && drag.moved) return;
     const i = nearest(e.offsetX, e.offsetY, 10);
@@ -263,7 +285,7 @@
     view.x = e.offsetX - (e.offsetX - view.x) * f;
     view.y = e.offsetY - (e.offsetY - view.y) * f;
     view.scale *= f;
-    draw();
+    schedule();
   }, { passive: false });
   document.getElementById("reset").addEventListener("click", () => { fit(); draw(); });
   for (const name of Object.keys(D.columns)) {

@@ -8,7 +8,7 @@ Files written::
 
     explorer.html                  the page
     explorer_files/data.js         positions, columns and neighbours of every galaxy
-    explorer_files/sheet_NNNN.png  thumbnails, 256 to a sheet: a browser loads a sheet only
+    explorer_files/sheet_NNNN.jpg  thumbnails, 256 to a sheet: a browser loads a sheet only
                                    when one of its galaxies is shown, so 100,000 galaxies stay
                                    responsive
     explorer.provenance.json       (by the command) how it was made
@@ -24,11 +24,13 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 PER_ROW = 16  # thumbnails per sheet row; a sheet holds PER_ROW ** 2
 _MAX_CATEGORIES = 30  # a text or integer column with more values is not offered for colour
 _MAX_COLUMNS = 40
+_LABEL_COLUMNS = ("cluster", "is_outlier")  # always categories
+_MAX_LABELS = 500
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,37 @@ def _settings(folder: Path) -> dict[str, Any]:
     return settings
 
 
+def _categories(column: pd.Series, uniques: Any) -> dict[str, Any]:
+    """A category column for the page: names in numeric order when they are numbers (cluster 2
+    before 10), a cluster -1 (unclassified) and NaN as code -1, drawn grey."""
+
+    def name_of(value: Any) -> str:
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+
+    def order(value: Any) -> tuple[int, float, str]:
+        try:
+            return (0, float(value), "")
+        except (TypeError, ValueError):
+            return (1, 0.0, str(value))
+
+    kept = sorted((u for u in uniques if name_of(u) != "-1"), key=order)
+    names = [name_of(u) for u in kept]
+    index = {n: i for i, n in enumerate(names)}
+    codes = [index.get(name_of(v), -1) if pd.notna(v) else -1 for v in column]
+    return {"kind": "category", "categories": names, "values": codes}
+
+
+def _beside(path: Path, folder: Path) -> Path:
+    """``path`` as the clustering recorded it (relative to where it ran), else found beside the
+    clusters folder (the run folder moved, or the command runs from elsewhere)."""
+    for candidate in (path, folder.parent / path, folder.parent / path.name):
+        if candidate.exists():
+            return candidate
+    return path
+
+
 def _colour_columns(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """The columns worth colouring by, as the page wants them: categories (as indices into a
     list of names) or numbers (NaN as null)."""
@@ -121,15 +156,16 @@ def _colour_columns(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
         if name in skip or str(name).startswith("z_") or len(out) >= _MAX_COLUMNS:
             continue
         column = frame[name]
-        uniques = column.dropna().unique()
+        try:
+            uniques = column.dropna().unique()
+        except TypeError:  # lists or arrays in a cell: nothing to colour by
+            continue
         numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
-        if not numeric or (pd.api.types.is_integer_dtype(column) and len(uniques) <= 12):
-            if not 1 <= len(uniques) <= _MAX_CATEGORIES:
+        labels = name in _LABEL_COLUMNS  # whatever their count and dtype (NaN: not clustered)
+        if labels or not numeric or (pd.api.types.is_integer_dtype(column) and len(uniques) <= 12):
+            if not 1 <= len(uniques) <= (_MAX_LABELS if labels else _MAX_CATEGORIES):
                 continue
-            names = sorted(str(u) for u in uniques)
-            index = {n: i for i, n in enumerate(names)}
-            codes = [index[str(v)] if pd.notna(v) else -1 for v in column]
-            out[str(name)] = {"kind": "category", "categories": names, "values": codes}
+            out[str(name)] = _categories(column, uniques)
         else:
             values = column.astype(float).to_numpy()
             if not np.isfinite(values).any():
@@ -160,8 +196,8 @@ def _sheets(images: Images, ids: list[str], folder: Path, size: int) -> tuple[li
                     (size, size), Image.Resampling.LANCZOS
                 )
             sheet.paste(tile, ((k % PER_ROW) * size, (k // PER_ROW) * size))
-        name = f"sheet_{start // per_sheet:04d}.png"
-        sheet.save(folder / name, optimize=False)
+        name = f"sheet_{start // per_sheet:04d}.jpg"  # a quarter of a PNG's size
+        sheet.save(folder / name, quality=88)
         names.append(name)
         progress.update(len(chunk))
     progress.close()
@@ -191,6 +227,8 @@ def build_explorer(options: ExploreOptions) -> ExplorerResult:
     latents_path = options.latents or settings.get("latents")
     if not latents_path:
         raise GalclustValueError(f"{folder}/summary.json does not name its latents; give --latents")
+    if not options.latents:
+        latents_path = _beside(Path(latents_path), folder)
     table, X = read_latents(latents_path)
     if X.shape[1] != model.n_features_in_:
         raise GalclustValueError(
@@ -231,50 +269,63 @@ def build_explorer(options: ExploreOptions) -> ExplorerResult:
 
     output = Path(options.output)
     files = output.with_name(output.stem + "_files")
-    staging = output.with_name(f".{output.stem}_files.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
     try:
-        staging.mkdir(parents=True)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{files.name}.", dir=output.parent))
     except OSError as exc:
         raise GalclustFileError(f"cannot write beside {output} ({exc.strerror})") from exc
-    t = time.perf_counter()
-    images = Images(table, options.data or settings.get("data"))  # the latents' own files
-    ids = frame["id_str"].tolist()
-    sheets, missing = _sheets(images, ids, staging, options.thumb_size)
-    times["thumbnails"] = time.perf_counter() - t
+    try:
+        t = time.perf_counter()
+        data_path = options.data or settings.get("data")
+        if data_path and not options.data:
+            data_path = str(_beside(Path(data_path), folder))
+        images = Images(table, data_path)  # the latents' own files unless --data
+        ids = frame["id_str"].tolist()
+        sheets, missing = _sheets(images, ids, staging, options.thumb_size)
+        times["thumbnails"] = time.perf_counter() - t
 
-    # the menu: the clustering's columns, then the catalog's, then the latents table's
-    first = [c for c in ("cluster", "confidence", "is_outlier") if c in frame]
-    catalog_columns = [c for c in frame.columns if c in added and c not in first]
-    rest = [c for c in frame.columns if c not in first and c not in catalog_columns]
-    columns = _colour_columns(frame[first + catalog_columns + rest])
-    title = f"{folder} | {len(ids):,} galaxies"
-    data = {
-        "ids": ids,
-        "x": [float(f"{v:.5g}") for v in xy[:, 0]],
-        "y": [float(f"{v:.5g}") for v in xy[:, 1]],
-        "columns": columns,
-        "info": {
-            name: [
-                None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for v in frame[name]
-            ]
-            for name in ("cluster", "confidence", "is_outlier")
-            if name in frame
-        },
-        "neighbours": neighbours,
-        "thumbs": {
-            "size": options.thumb_size,
-            "per_row": PER_ROW,
-            "sheets": [f"{files.name}/{s}" for s in sheets],
-        },
-        "title": title,
-    }
-    script = "window.GALCLUST_DATA = " + json.dumps(data, separators=(",", ":")) + ";\n"
-    (staging / "data.js").write_text(script, encoding="utf-8")
-    (staging / "explorer.js").write_text(_asset("explorer.js"), encoding="utf-8")
-    shutil.rmtree(files, ignore_errors=True)
-    os.replace(staging, files)
-    atomic_write_text(output, _page(title, files.name))
+        # the menu: the clustering's columns, then the catalog's, then the latents table's
+        first = [c for c in ("cluster", "confidence", "is_outlier") if c in frame]
+        catalog_columns = [c for c in frame.columns if c in added and c not in first]
+        rest = [c for c in frame.columns if c not in first and c not in catalog_columns]
+        columns = _colour_columns(frame[first + catalog_columns + rest])
+        title = f"{folder} | {len(ids):,} galaxies"
+        data = {
+            "ids": ids,
+            "x": [float(f"{v:.4g}") for v in xy[:, 0]],
+            "y": [float(f"{v:.4g}") for v in xy[:, 1]],
+            "columns": columns,
+            "info": {
+                name: [
+                    None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)
+                    for v in frame[name]
+                ]
+                for name in ("cluster", "confidence", "is_outlier")
+                if name in frame
+            },
+            "neighbours": neighbours,
+            "thumbs": {
+                "size": options.thumb_size,
+                "per_row": PER_ROW,
+                "sheets": [_url(f"{files.name}/{s}") for s in sheets],
+            },
+            "title": title,
+        }
+        # a JSON string parsed at load: faster than a large object literal, and no text of the
+        # data can end the script
+        text = json.dumps(data, separators=(",", ":"))
+        script = f"window.GALCLUST_DATA = JSON.parse({json.dumps(text)});\n"
+        (staging / "data.js").write_text(script, encoding="utf-8")
+        (staging / "explorer.js").write_text(_asset("explorer.js"), encoding="utf-8")
+        _swap_in(staging, files)
+        atomic_write_text(output, _page(title, files.name))
+    except OSError as exc:
+        raise GalclustFileError(
+            f"cannot write the explorer {output} ({exc.strerror or exc}); free some space or "
+            "choose another -o"
+        ) from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return ExplorerResult(
         output=output,
         points=len(ids),
@@ -284,6 +335,30 @@ def build_explorer(options: ExploreOptions) -> ExplorerResult:
         seconds=time.perf_counter() - start,
         times=times,
     )
+
+
+def _url(relative: str) -> str:
+    """A relative URL for a file name: quoted (a '#', '?' or '%' stays part of the name) and
+    starting with ./ (a name such as 'javascript:x' is never read as a scheme)."""
+    return "./" + quote(relative)
+
+
+def _swap_in(staging: Path, files: Path) -> None:
+    """Put the new files folder in place of the old one; the old one is moved aside first and
+    removed only once the new one is there, and only if galclust wrote it (it has data.js)."""
+    old = None
+    if files.exists():
+        if not (files / "data.js").is_file():
+            raise GalclustFileError(
+                f"{files} exists and was not written by galclust explore; move it or choose "
+                "another -o"
+            )
+        old = files.with_name(f".{files.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(files, old)
+    os.replace(staging, files)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _asset(name: str) -> str:
@@ -304,6 +379,6 @@ def _page(title: str, files: str) -> str:
         '<div id="tooltip" hidden></div></div>'
         '<aside id="panel"><p class="empty">Click a galaxy to see it and its nearest '
         "neighbours in latent space.</p></aside>"
-        f'<script src="{esc(files)}/data.js"></script>'
-        f'<script src="{esc(files)}/explorer.js"></script></body></html>\n'
+        f'<script src="{esc(_url(files + "/data.js"))}"></script>'
+        f'<script src="{esc(_url(files + "/explorer.js"))}"></script></body></html>\n'
     )

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -307,6 +308,12 @@ def provenance(records_: list[tuple[Path, dict[str, Any]]]) -> str:
     return table(pd.DataFrame(rows))
 
 
+def _relative_url(path: str) -> str:
+    """A relative link: quoted, and starting with ./ so that no file name reads as a scheme."""
+    posix = Path(path).as_posix()
+    return quote(posix) if posix.startswith("../") else "./" + quote(posix)
+
+
 def explore(page: Page, stage: Stage) -> str:
     """A link to the explorer page, relative to the report so that the two travel together."""
     target = os.path.relpath(stage.path.resolve(), page.folder) if page.folder else str(stage.path)
@@ -314,7 +321,7 @@ def explore(page: Page, stage: Stage) -> str:
     count = f" of {points:,} galaxies" if isinstance(points, int) else ""
     return (
         _where(stage)
-        + f'<p><a id="explorer-link" href="{esc(Path(target).as_posix())}">Open the interactive '
+        + f'<p><a id="explorer-link" href="{esc(_relative_url(target))}">Open the interactive '
         f"map{esc(count)}</a>: pan and zoom, colour by any column, hover for thumbnails, click "
         "a galaxy for its nearest neighbours in latent space.</p>"
     )
