@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -296,3 +298,23 @@ def test_summary_says_when_no_test_galaxy_is_bright_enough() -> None:
     report = RegressorReport(Path("run"), 2, 1.0, 10, 2, 2, 0,
                              {"test_snr20": {"mag_r": {"n": 0, "unit": "mag"}}})  # fmt: skip
     assert "mag_r: no test galaxy with S/N >= 20" in report.summary()
+
+
+def test_two_process_ddp_trains_and_only_rank_0_calibrates_and_scores(
+    sims: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "galclust", "train", "regressor", str(sims), "-o", str(run),
+         "--epochs", "1", "--batch-size", "16", "--workers", "0", "--baseline", "0",
+         "--accelerator", "cpu", "--devices", "2"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("trained 1 epochs") == 1
+    assert result.stderr.count("uncertainties rescaled") == 1
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_count"] == 16  # every test galaxy scored once, by rank 0
+    assert len(pd.read_parquet(run / "test_predictions.parquet")) == 16
+    stored = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert len(stored["galclust"]["sigma_scale"]) == 1

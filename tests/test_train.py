@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -264,3 +266,27 @@ def test_loss_curves_of_a_negative_likelihood_loss(tmp_path: Path) -> None:
     )  # fmt: skip
     loss_curves({"run": frame}, tmp_path / "loss.png", ylabel="loss (NLL)")
     assert imread(tmp_path / "loss.png").shape[0] > 100
+
+
+def test_two_process_ddp_on_cpu_trains_resumes_and_writes_once(sims: Path, tmp_path: Path) -> None:
+    """Lightning's DDP over gloo with 2 CPU processes, launched by the galclust command itself:
+    one summary and one provenance from rank 0, checkpoints that resume under DDP."""
+    run = tmp_path / "ddp"
+    args = [sys.executable, "-m", "galclust", "train", "vae", str(sims), "-o", str(run),
+            "--latent-dim", "4", "--batch-size", "16", "--workers", "0", "--frame", "field",
+            "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]  # fmt: skip
+    first = subprocess.run([*args, "--epochs", "1"], capture_output=True, text=True, check=False)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("trained 1 epochs") == 1 and first.stdout.count("wrote ") == 1
+    assert first.stderr.count("training a 4-d VAE") == 1  # progress lines from rank 0 only
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    again = subprocess.run(
+        [*args, "--epochs", "2", "--resume"], capture_output=True, text=True, check=False
+    )
+    assert again.returncode == 0, again.stderr
+    assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [1, 2]
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert (
+        state["epoch"] == 1
+        and json.loads((run / "provenance.json").read_text())["options"]["strategy"] == "ddp"
+    )

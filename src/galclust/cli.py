@@ -7,6 +7,7 @@ status 2; ``--debug`` shows the traceback instead. Ctrl-C exits with 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -437,13 +438,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``galclust`` command; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(quiet=args.quiet)
+    from galclust.provenance import is_lead
+
+    lead = is_lead()  # the other ranks of a distributed run: rank 0 speaks for all of them
+    _configure_logging(quiet=args.quiet or not lead)
     use_system_allocator()
     run: Callable[[argparse.Namespace], int] = args.run
     previous = warnings.showwarning
     warnings.showwarning = _show_warning
     try:
-        return run(args)
+        if lead:
+            return run(args)
+        with open(os.devnull, "w") as silent, contextlib.redirect_stdout(silent):
+            return run(args)
     except GalclustError as exc:
         if args.debug:
             raise

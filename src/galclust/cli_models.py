@@ -77,10 +77,15 @@ def _add_training_options(p: argparse.ArgumentParser, *, batch_size: int) -> Non
 
 
 def add_device_options(p: argparse.ArgumentParser) -> None:
-    """``--accelerator``, ``--devices``, ``--num-nodes`` and ``--precision`` of training."""
+    """``--accelerator``, ``--devices``, ``--num-nodes``, ``--strategy`` and ``--precision`` of
+    training."""
     p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default)")
     p.add_argument("--devices", default="auto", help="number or list of devices (default: auto)")
     p.add_argument("--num-nodes", type=int, default=1, help="machines (default: 1)")
+    p.add_argument(
+        "--strategy", default="auto",
+        help="Lightning strategy: auto (DDP with several devices), ddp, ddp_spawn, fsdp",
+    )  # fmt: skip
     p.add_argument(
         "--precision", default="auto",
         help="auto (bf16-mixed where fast, else 32-true), 32-true, bf16-mixed, 16-mixed",
@@ -136,6 +141,7 @@ def _train_options(args: argparse.Namespace, **extra: object) -> TrainOptions:
         accelerator=args.accelerator,
         devices=args.devices,
         num_nodes=args.num_nodes,
+        strategy=args.strategy,
         precision=args.precision,
         overwrite=args.overwrite,
         **extra,  # type: ignore[arg-type]

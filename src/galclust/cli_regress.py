@@ -89,6 +89,7 @@ def _run_regressor(args: argparse.Namespace) -> int:
         accelerator=args.accelerator,
         devices=args.devices,
         num_nodes=args.num_nodes,
+        strategy=args.strategy,
         precision=args.precision,
         resume=args.resume,
         overwrite=args.overwrite,

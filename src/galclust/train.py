@@ -111,6 +111,7 @@ class TrainOptions:
     devices: str = "auto"
     num_nodes: int = 1
     precision: str = "auto"
+    strategy: str = "auto"  # Lightning's: ddp with several devices, ddp_spawn, fsdp, ...
     plot_every: int = 5
     resume: bool = False
     overwrite: bool = False
@@ -475,6 +476,8 @@ class RunChoices(Protocol):
     @property
     def precision(self) -> str: ...
     @property
+    def strategy(self) -> str: ...
+    @property
     def progress(self) -> bool | None: ...
 
 
@@ -486,8 +489,8 @@ def trainer_for(
         return _trainer(options, precision, callbacks, run, progress)
     except (MisconfigurationException, ValueError, RuntimeError) as exc:
         raise GalclustValueError(
-            f"--accelerator {options.accelerator} --devices {options.devices} --precision "
-            f"{precision}: {str(exc).splitlines()[0]}"
+            f"--accelerator {options.accelerator} --devices {options.devices} --strategy "
+            f"{options.strategy} --precision {precision}: {str(exc).splitlines()[0]}"
         ) from exc
 
 
@@ -542,6 +545,7 @@ def _trainer(
         accelerator=options.accelerator,
         devices=_devices(options.devices),
         num_nodes=options.num_nodes,
+        strategy=options.strategy,
         precision=precision,  # type: ignore[arg-type]
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],

@@ -49,6 +49,7 @@ class RegressorOptions:
     devices: str = "auto"
     num_nodes: int = 1
     precision: str = "auto"
+    strategy: str = "auto"  # Lightning's: ddp with several devices, ddp_spawn, fsdp, ...
     resume: bool = False
     overwrite: bool = False
     progress: bool | None = None
