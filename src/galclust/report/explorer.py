@@ -309,7 +309,6 @@ def build_explorer(options: ExploreOptions) -> ExplorerResult:
                 "per_row": PER_ROW,
                 "sheets": [_url(f"{files.name}/{s}") for s in sheets],
             },
-            "title": title,
         }
         # a JSON string parsed at load: faster than a large object literal, and no text of the
         # data can end the script

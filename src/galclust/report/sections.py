@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from galclust.catalog.schema import read_catalog
 from galclust.report.html import Page, esc, heading, note, pairs, para, records, table
 from galclust.report.stages import Stage
 
@@ -26,11 +27,10 @@ _LEAST_CONFIDENT = 12
 
 
 def _read_table(path: Path) -> pd.DataFrame | None:
+    """A stage's table, None where it is missing or unreadable (a report never fails on it)."""
     try:
-        if path.suffix == ".csv":
-            return pd.read_csv(path)
-        return pd.read_parquet(path)
-    except (OSError, ValueError):
+        return read_catalog(path, validate=False)
+    except (OSError, ValueError):  # GalclustFileError / CatalogError included
         return None
 
 
