@@ -18,6 +18,7 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/regress.py --sims /data/sims50k --targets mag_r --epochs 12
     .venv/bin/python benchmarks/regress.py --skip-decals --cosmos --epochs 10  # about 10 min
+    .venv/bin/python benchmarks/regress.py --sims /data/sims50k --rescore RUN  # no training
 """
 
 from __future__ import annotations
@@ -28,29 +29,40 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from galclust.regress import RegressorOptions, predict, train_regressor
+from galclust.regress import (
+    FluxScaling,
+    RegressorOptions,
+    Targets,
+    calibrate,
+    evaluate,
+    load_regressor,
+    predict,
+    train_regressor,
+)
+from galclust.regress.targets import RegressionData
 from galclust.simulate import SimulateOptions, simulate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def table(metrics: dict[str, object]) -> pd.DataFrame:
+def table(metrics: dict[str, Any]) -> pd.DataFrame:
     """One row per target: the CNN at S/N >= 20, then CNN and fit on the same galaxies."""
     rows = []
     snr20 = metrics.get("test_snr20", {})
     baseline = metrics.get("baseline", {})
-    for name in metrics["targets"]:  # type: ignore[attr-defined]
-        cnn = snr20.get(name, {})  # type: ignore[attr-defined]
+    for name in metrics["targets"]:
+        cnn = snr20.get(name, {})
         row = {"target": name, "unit": cnn.get("unit"), "n (S/N>=20)": cnn.get("n"),
                "CNN RMSE": cnn.get("rmse"), "CNN bias": cnn.get("bias"),
                "CNN NMAD": cnn.get("nmad"), "within 1 sigma": cnn.get("within_1sigma"),
                "median |rel|": cnn.get("median_abs_relative_error")}  # fmt: skip
-        fit = baseline.get("scores", {}).get(name)  # type: ignore[attr-defined]
-        same = baseline.get("cnn_scores", {}).get(name)  # type: ignore[attr-defined]
+        fit = baseline.get("scores", {}).get(name)
+        same = baseline.get("cnn_scores", {}).get(name)
         if fit and same:
             row |= {"fit RMSE": fit["rmse"], "fit NMAD": fit["nmad"],
                     "CNN RMSE (same)": same["rmse"]}  # fmt: skip
@@ -58,7 +70,46 @@ def table(metrics: dict[str, object]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def show(metrics: dict[str, Any]) -> None:
+    """The scores, the subsets' headline figures and the speed against the fit."""
+    print(table(metrics).to_string(index=False, float_format="%.4g"))
+    for what, value in metrics.get("headline", {}).items():
+        print(f"{what}: {value:.3f}")
+    baseline = metrics.get("baseline")
+    if baseline:
+        print(f"\nper galaxy: CNN {metrics['cnn_ms_per_galaxy']:.2f} ms, Sersic fit "
+              f"{baseline['seconds_per_galaxy'] * 1e3:.0f} ms (one core each): the CNN is "
+              f"{baseline['speedup_cnn_vs_fit']:.0f}x faster; fit converged on "
+              f"{baseline['converged_fraction']:.0%} of {baseline['galaxies']}")  # fmt: skip
+
+
+def rescore(run: Path, sims: Path, views: int, batch_size: int) -> dict[str, Any]:
+    """Calibrate ``run``'s best checkpoint on the validation split again, with predictions
+    averaged over ``views`` symmetries, and score it on the test split (the code of this
+    galclust, the weights of that run)."""
+    module, _ = load_regressor(run / "checkpoints" / "best.ckpt")
+    targets = Targets.from_dict(module.hparams["targets"])
+    scaling = FluxScaling.from_dict(module.hparams["scaling"])
+    catalog = pd.read_parquet(sims / "catalog.parquet")
+    data, truth = {}, {}
+    for split in ("val", "test"):
+        rows = catalog[catalog["split"] == split]
+        raw = targets.raw(rows)
+        truth[split] = rows[np.isfinite(raw).all(axis=1)].reset_index(drop=True)
+        data[split] = RegressionData(truth[split], scaling, targets.raw(truth[split]))
+    best = run / "checkpoints" / "best.ckpt"
+    calibration = calibrate(module, best, data["val"], batch_size, 1, views)
+    return evaluate(module, calibration, data["test"], run, truth["test"],
+                    batch_size=batch_size, workers=1, baseline=100)  # fmt: skip
+
+
 def decals(args: argparse.Namespace, work: Path) -> None:
+    if args.rescore:
+        t = time.perf_counter()
+        metrics = rescore(Path(args.rescore), Path(args.sims), args.views, args.batch_size)
+        print(f"rescored {args.rescore} in {time.perf_counter() - t:.0f} s")
+        show(metrics)
+        return
     sims = Path(args.sims) if args.sims else work / "sims"
     if not args.sims:
         t = time.perf_counter()
@@ -67,22 +118,14 @@ def decals(args: argparse.Namespace, work: Path) -> None:
     options = RegressorOptions(
         str(sims), str(work / "run"), targets=tuple(args.targets.split(",")),
         image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
-        baseline=args.baseline, workers=args.workers, progress=False, overwrite=True,
+        baseline=args.baseline, workers=args.workers, views=args.views, progress=False,
+        overwrite=True,
     )  # fmt: skip
     report = train_regressor(options)
     metrics = report.metrics
     print(f"\ntrained {report.epochs} epochs on {report.train_count} galaxies in "
           f"{report.seconds / 60:.1f} min (including the test and the baseline)")  # fmt: skip
-    print(table(metrics).to_string(index=False, float_format="%.4g"))
-    if "sersic_n_single_component_snr20" in metrics:
-        print(f"NMAD of log10 n, single-component families: "
-              f"{metrics['sersic_n_single_component_snr20']['nmad']:.3f}")  # fmt: skip
-    baseline = metrics.get("baseline")
-    if baseline:
-        print(f"\nper galaxy: CNN {metrics['cnn_ms_per_galaxy']:.2f} ms, Sersic fit "
-              f"{baseline['seconds_per_galaxy'] * 1e3:.0f} ms (one core each): the CNN is "
-              f"{baseline['speedup_cnn_vs_fit']:.0f}x faster; fit converged on "
-              f"{baseline['converged_fraction']:.0%} of {baseline['galaxies']}")  # fmt: skip
+    show(metrics)
     (work / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
 
 
@@ -121,7 +164,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--baseline", type=int, default=100)
+    parser.add_argument("--views", type=int, default=2, help="symmetries a prediction averages")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--rescore", metavar="RUN", help="score a trained run on --sims again")
     parser.add_argument("--cosmos", action="store_true", help="also the real COSMOS check")
     parser.add_argument("--cosmos-n", type=int, default=20_000)
     parser.add_argument("--cosmos-size", type=int, default=64, help="HST stamps (0.03 arcsec px)")

@@ -22,14 +22,18 @@ from galclust.data.transforms import symmetry
 from galclust.exceptions import GalclustFileError, GalclustValueError
 from galclust.models.regressor import Regressor, turn_targets
 from galclust.regress import (
+    Calibration,
     FluxScaling,
     RegressorOptions,
     Targets,
+    calibrate,
     load_regressor,
     predict,
     train_regressor,
 )
 from galclust.regress.baseline import fit_sersic
+from galclust.regress.evaluate import infer
+from galclust.regress.targets import RegressionData
 from galclust.regress.training import RegressorReport
 from galclust.simulate import SimulateOptions, simulate
 from galclust.train import TrainOptions, train_vae
@@ -131,9 +135,57 @@ def test_train_regressor_writes_scores_plots_and_calibrated_checkpoint(
     assert len(table) == 16 and {"true_mag_r", "mag_r", "mag_r_err", "pa_err"} <= set(table)
     assert table["pa"].between(0, 180).all()
     _, about = load_regressor(trained / "checkpoints" / "best.ckpt")
-    assert len(about["sigma_scale"]) == 4  # mag, log hlr, cos 2PA, sin 2PA
+    assert len(about["sigma_scale"]) == len(about["offset"]) == 4  # mag, log hlr, cos/sin 2PA
     run_state = json.loads((trained / "run.json").read_text())
     assert run_state["finished"] and run_state["options"]["targets"] == ["mag_r", "hlr", "pa"]
+
+
+def test_averaged_views_turn_with_the_image(trained: Path, sims: Path) -> None:
+    """The mean over all 8 symmetries of an image is what the network says of the galaxy
+    whichever way it lies: for a turned or mirrored image, the same magnitude and size, and
+    the position angle turned or mirrored as the image. Two views (image and mirror image)
+    are the mean of the two single predictions."""
+    module, _ = load_regressor(trained / "checkpoints" / "best.ckpt")
+    catalog = pd.read_parquet(sims / "catalog.parquet").head(6)
+    data = RegressionData(catalog, FluxScaling.from_dict(module.hparams["scaling"]))
+    images = torch.stack([data[i][0] for i in range(len(data))])
+    with torch.inference_mode():
+        mean, sigma = module.predict_raw(images, 8)
+        for s in range(8):
+            turned, turned_sigma = module.predict_raw(symmetry(images, s), 8)
+            expected = turn_targets(mean, torch.full((6,), s), [2], [3])  # cos 2PA, sin 2PA
+            torch.testing.assert_close(turned, expected, atol=2e-4, rtol=1e-4)
+            torch.testing.assert_close(turned_sigma, sigma, atol=2e-4, rtol=1e-4)
+        one, _ = module.predict_raw(images, 1)
+        mirrored, _ = module.predict_raw(symmetry(images, 4), 1)
+        mirrored[:, 3] = -mirrored[:, 3]
+        torch.testing.assert_close(module.predict_raw(images, 2)[0], (one + mirrored) / 2)
+    with pytest.raises(GalclustValueError, match="--views 3"):
+        train_regressor(options(sims, trained.parent / "v", views=3))
+
+
+def test_calibration_removes_a_mean_error_measured_on_the_validation_split(
+    trained: Path, sims: Path, tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "best.ckpt"
+    checkpoint.write_bytes((trained / "checkpoints" / "best.ckpt").read_bytes())
+    module, about = load_regressor(checkpoint)
+    before = Calibration.of(about)
+    assert before is not None
+    with torch.no_grad():  # every magnitude now comes out 0.5 standard deviations too faint
+        module.model.head[-1].bias[0] += 0.5
+    shift = 0.5 * float(module.std[0])
+    catalog = pd.read_parquet(sims / "catalog.parquet")
+    val = catalog[catalog["split"] == "val"].reset_index(drop=True)
+    targets = Targets.from_dict(module.hparams["targets"])
+    data = RegressionData(val, FluxScaling.from_dict(module.hparams["scaling"]), targets.raw(val))
+    after = calibrate(module, checkpoint, data, 32, 0, before.views)
+    assert after.views == 2  # the default
+    assert after.offset[0] == pytest.approx(before.offset[0] - shift, abs=0.02 * shift)
+    assert after.offset[1:] == pytest.approx(before.offset[1:], abs=1e-4)
+    assert Calibration.of(load_regressor(checkpoint)[1]) == after  # stored in the checkpoint
+    mean, _, _, truth = infer(module, data, 32, 0, after)
+    assert abs(float(np.mean(truth[:, 0] - mean[:, 0]))) < 0.2 * shift
 
 
 def test_regressor_learns_magnitude_far_better_than_the_mean(tmp_path: Path) -> None:

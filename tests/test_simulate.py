@@ -152,6 +152,18 @@ def test_bulge_to_total_follows_the_spheroid_not_the_sersic_index() -> None:
         assert spiral.bulge_to_total == spiral.components[0].fraction < 0.25
 
 
+def test_hst_sizes_are_those_of_cosmos_galaxies_not_psf_multiples() -> None:
+    """At HST resolution galaxies are not a few PSFs across: the preset draws sizes in units of
+    0.15", so that resolved galaxies have the median flux radius of the real COSMOS stamps
+    (0.2-0.3"); DECaLS keeps its seeing as the unit."""
+    hst, decals = survey_named("hst-cosmos"), survey_named("decals")
+    resolved = [f for f in FAMILIES if f != "compact"]
+    for survey, low, high in ((hst, 0.18, 0.4), (decals, 1.7, 3.0)):
+        hlr = [draw_params(f, survey, s).half_light_radius for f in resolved for s in range(40)]
+        assert low < float(np.median(hlr)) < high, (survey.name, np.median(hlr))
+    assert survey_named("hst-cosmos", size_unit=0.3).size_unit == 0.3
+
+
 def test_hst_noise_is_correlated_like_the_cosmos_mosaics() -> None:
     """Drizzled ACS noise: a 2x2-binned pixel is ~3x as noisy as one pixel (2x for white
     noise), as measured on the real stamps of shared/data/cosmos-f814w (2.98)."""

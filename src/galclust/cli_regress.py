@@ -14,12 +14,14 @@ examples:
   galclust predict runs/mag/checkpoints/best.ckpt catalog.parquet -o predictions.parquet
 
 Targets are catalog columns; sizes (hlr*), Sersic indices and fluxes are learned in log10, the
-position angle pa as (cos 2PA, sin 2PA). Each prediction comes with a 1-sigma uncertainty,
-calibrated on the validation split. Training stops early when the validation loss stops
-improving (--patience). The run folder gets checkpoints/, metrics.csv and loss.png per epoch,
-then metrics.json (test-split RMSE, bias, NMAD, outliers, coverage of the uncertainties; for
-all, for S/N >= 20, by magnitude and by S/N; and the classical Sersic fit on --baseline test
-galaxies), test_predictions.parquet and plots/<target>.png.
+position angle pa as (cos 2PA, sin 2PA). Each prediction is the mean over --views symmetries
+of the image and comes with a 1-sigma uncertainty; the mean error and the spread of the errors
+on the validation split are measured after training and corrected in every prediction.
+Training stops early when the validation loss stops improving (--patience). The run folder
+gets checkpoints/, metrics.csv and loss.png per epoch, then metrics.json (test-split RMSE,
+bias, NMAD, outliers, coverage of the uncertainties; for all, for S/N >= 20, by magnitude and
+by S/N; and the classical Sersic fit on --baseline test galaxies), test_predictions.parquet
+and plots/<target>.png.
 """
 
 
@@ -58,6 +60,11 @@ def add_regressor(train_sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--no-augment", action="store_true", help="no random flips and quarter turns")
     p.add_argument(
+        "--views", type=int, default=2, choices=(1, 2, 4, 8),
+        help="predictions average the image's symmetries: 2 = it and its mirror image, about "
+        "5%% smaller errors for twice the time; 4 = quarter turns; 8 = all (default: 2)",
+    )  # fmt: skip
+    p.add_argument(
         "--baseline", type=int, default=100, metavar="N",
         help="test galaxies also fitted with a Sersic profile, 0 for none (default: 100)",
     )  # fmt: skip
@@ -84,6 +91,7 @@ def _run_regressor(args: argparse.Namespace) -> int:
         patience=args.patience,
         seed=args.seed,
         augment=not args.no_augment,
+        views=args.views,
         baseline=args.baseline,
         workers=args.workers,
         accelerator=args.accelerator,

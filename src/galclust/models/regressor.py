@@ -22,9 +22,12 @@ import torch
 from torch import nn
 
 from galclust import __version__
-from galclust.data.transforms import dihedral
+from galclust.data.transforms import dihedral, symmetry
 from galclust.models.lightning import mix_seed
 
+#: The symmetries (see :func:`galclust.data.transforms.symmetry`) a prediction averages over,
+#: by their number.
+VIEWS = {1: (0,), 2: (0, 4), 4: (0, 1, 2, 3), 8: tuple(range(8))}
 #: Marks a checkpoint as a galclust regressor, checked when one is loaded.
 CHECKPOINT_KIND = "galclust-regressor"
 _LOGVAR = (-12.0, 6.0)  # clamp of the predicted log-variance of standardised targets
@@ -204,10 +207,20 @@ class RegressorModule(L.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "val", batch_idx)
 
-    def predict_raw(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Means and standard deviations of the raw (unstandardised) outputs."""
-        mean, logvar = self(images)
-        return mean * self.std + self.mean, torch.exp(0.5 * logvar) * self.std
+    def predict_raw(
+        self, images: torch.Tensor, views: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Means and standard deviations of the raw (unstandardised) outputs, averaged over
+        ``views`` symmetries of each image (:data:`VIEWS`: 1, the image; 2, it and its mirror
+        image; 4, its quarter turns; 8, all), with the orientation outputs turned back: the
+        network's errors differ from view to view, so their mean is closer to the truth."""
+        means, sigmas = [], []
+        for s in VIEWS[views]:
+            mean, logvar = self(symmetry(images, s) if s else images)
+            k = torch.full((len(images),), s, device=mean.device)
+            means.append(turn_targets(mean * self.std + self.mean, k, self.cos_like, self.sin_like))
+            sigmas.append(torch.exp(0.5 * logvar) * self.std)
+        return torch.stack(means).mean(0), torch.stack(sigmas).mean(0)
 
     def configure_gradient_clipping(
         self,

@@ -9,8 +9,11 @@ on the test split, never seen in training). Targets are catalog columns:
 - the position angle ``pa`` as (cos 2PA, sin 2PA), reported in degrees modulo 180.
 
 All are standardised with the training set's mean and spread. The network gives a mean and a
-variance for each (Gaussian negative log-likelihood), and the standard deviations are then
-rescaled once on the validation split so that 68% of validation galaxies fall within 1 sigma.
+variance for each (Gaussian negative log-likelihood). A prediction averages the network's
+outputs over symmetries of the image (``views``: by default the image and its mirror image).
+After training, the network's mean error on the validation split is measured and subtracted
+from every prediction, and the standard deviations are rescaled so that 68% of validation
+galaxies fall within 1 sigma (:class:`Calibration`, stored in the checkpoint).
 
 Images keep their absolute brightness (a magnitude must stay measurable): each band is divided
 by the simulation's sky noise and compressed by ``asinh``, the same for every galaxy
@@ -21,12 +24,13 @@ calibration), ``metrics.csv``/``loss.png`` per epoch, and after training ``metri
 ``test_predictions.parquet`` and ``plots/<target>.png`` (see :func:`evaluate`).
 """
 
-from galclust.regress.evaluate import calibrate, evaluate, load_regressor
+from galclust.regress.evaluate import Calibration, calibrate, evaluate, load_regressor
 from galclust.regress.predict import PredictReport, predict
 from galclust.regress.targets import FluxScaling, Targets
 from galclust.regress.training import RegressorOptions, RegressorReport, train_regressor
 
 __all__ = [
+    "Calibration",
     "FluxScaling",
     "PredictReport",
     "RegressorOptions",

@@ -9,6 +9,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,20 @@ from galclust.train import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
 
+#: Scores of a subset of the test galaxies, also given in metrics.json's ``headline``:
+#: (key, what it is, the score).
+_SUBSETS = (
+    ("sersic_n_single_component_snr20", "NMAD of log10 n, single-component families", "nmad"),
+    ("q_resolved_snr20", "q RMSE, resolved galaxies (hlr >= half the PSF FWHM)", "rmse"),
+)
+
 
 # --- inference, calibration and scores ----------------------------------------------------------
 
 
 def load_regressor(path: str | os.PathLike[str]) -> tuple[RegressorModule, dict[str, Any]]:
     """A trained regressor (eval mode, CPU) and the ``galclust`` block of its checkpoint
-    (with ``sigma_scale``, the calibration of its uncertainties, once calibrated).
+    (with ``offset`` and ``sigma_scale``, its :class:`Calibration`, once calibrated).
 
     Raises
     ------
@@ -43,21 +51,49 @@ def load_regressor(path: str | os.PathLike[str]) -> tuple[RegressorModule, dict[
                            "RUN/checkpoints/best.ckpt of galclust train regressor")  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """How predictions are made and corrected, measured on the validation split
+    (:func:`calibrate`): each is the mean over ``views`` symmetries of the image
+    (:meth:`RegressorModule.predict_raw`); ``offset`` is then added to each raw output's mean
+    (the network's mean error there) and ``scale`` multiplies its sigma."""
+
+    offset: tuple[float, ...]
+    scale: tuple[float, ...]
+    views: int = 1
+
+    @classmethod
+    def of(cls, about: dict[str, Any]) -> Calibration | None:
+        """The calibration stored in a checkpoint's ``galclust`` block, None if it has none
+        (checkpoints older than the offset have scales only: no offset, one view)."""
+        if "sigma_scale" not in about:
+            return None
+        scale = tuple(float(s) for s in about["sigma_scale"])
+        offset = tuple(float(o) for o in about.get("offset", [0.0] * len(scale)))
+        return cls(offset, scale, int(about.get("views", 1)))
+
+    def apply(self, mean: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (mean + np.asarray(self.offset, np.float32),
+                sigma * np.asarray(self.scale, np.float32))  # fmt: skip
+
+
 def infer(
     module: RegressorModule,
     data: RegressionData,
     batch_size: int,
     workers: int,
-    scale: Sequence[float] | None = None,
+    calibration: Calibration | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
     """Raw-unit means and sigmas (N, outputs) for every row of ``data``, the seconds the
     network took per galaxy (reading excluded), and the rows' second elements (targets, or the
-    masked-pixel counts of a prediction). ``scale`` multiplies the sigmas (calibration)."""
+    masked-pixel counts of a prediction), made and corrected as ``calibration`` says (one view
+    and no correction without it)."""
     means, sigmas, seconds, extras = [], [], 0.0, []
+    views = calibration.views if calibration is not None else 1
     with torch.inference_mode():
         for images, second in loader(data, batch_size, workers):
             t = time.perf_counter()
-            mean, sigma = module.predict_raw(images)
+            mean, sigma = module.predict_raw(images, views)
             seconds += time.perf_counter() - t
             means.append(mean.numpy())
             sigmas.append(sigma.numpy())
@@ -66,27 +102,47 @@ def infer(
     mean_all = np.concatenate(means) if means else np.zeros((0, outputs))
     sigma_all = np.concatenate(sigmas) if sigmas else np.zeros((0, outputs))
     rows = np.concatenate(extras) if extras else np.zeros((0, 0))
-    if scale is not None:
-        sigma_all = sigma_all * np.asarray(scale, np.float32)
+    if calibration is not None:
+        mean_all, sigma_all = calibration.apply(mean_all, sigma_all)
     return mean_all, sigma_all, seconds / max(len(data), 1), rows
 
 
 def calibrate(
-    module: RegressorModule, checkpoint: Path, val: RegressionData, batch_size: int, workers: int
-) -> list[float]:
-    """Rescale each output's sigmas so that their normalised residuals on the validation split
-    have unit spread (68% within 1 sigma for Gaussian errors); the scales are stored in
-    ``checkpoint`` (the file ``module`` was loaded from) and returned."""
-    mean, sigma, _, _ = infer(module, val, batch_size, workers)
-    z = (val.targets.numpy() - mean) / np.maximum(sigma, 1e-12)
-    scale = [float(s) for s in 1.4826 * np.median(np.abs(z), axis=0)]  # robust: outliers aside
+    module: RegressorModule,
+    checkpoint: Path,
+    val: RegressionData,
+    batch_size: int,
+    workers: int,
+    views: int = 1,
+) -> Calibration:
+    """Measure on the validation split, for predictions averaged over ``views`` symmetries, per
+    output, the network's mean error (sigma-clipped at 4 sigma, so that a few failures do not
+    set it), then the factor that gives the offset-corrected normalised residuals unit spread
+    (68% within 1 sigma for Gaussian errors); store all three in ``checkpoint`` (the file
+    ``module`` was loaded from) and return them."""
+    from astropy.stats import sigma_clipped_stats
+
+    outputs = len(module.mean)
+    plain = Calibration((0.0,) * outputs, (1.0,) * outputs, views)
+    mean, sigma, _, _ = infer(module, val, batch_size, workers, plain)
+    error = val.targets.numpy() - mean
+    offset = sigma_clipped_stats(error, sigma=4.0, axis=0)[0]
+    z = (error - offset) / np.maximum(sigma, 1e-12)
+    scale = 1.4826 * np.median(np.abs(z), axis=0)  # robust: outliers aside
+    calibration = Calibration(
+        tuple(float(o) for o in offset), tuple(float(s) for s in scale), views
+    )
     stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    stored["galclust"]["sigma_scale"] = scale
+    stored["galclust"]["offset"] = list(calibration.offset)
+    stored["galclust"]["sigma_scale"] = list(calibration.scale)
+    stored["galclust"]["views"] = views
     AtomicCheckpointIO().save_checkpoint(stored, checkpoint)  # whole, or the old one kept
     log.info(
-        "uncertainties rescaled on the validation split by %s", ", ".join(f"{s:.2f}" for s in scale)
+        "on the validation split: means shifted by %s, uncertainties rescaled by %s",
+        ", ".join(f"{o:+.3g}" for o in calibration.offset),
+        ", ".join(f"{s:.2f}" for s in calibration.scale),
     )
-    return scale
+    return calibration
 
 
 def residuals(name: str, true: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -162,7 +218,7 @@ def _binned(
 
 def evaluate(
     module: RegressorModule,
-    sigma_scale: Sequence[float] | None,
+    calibration: Calibration | None,
     test: RegressionData,
     run: Path,
     truth: pd.DataFrame,
@@ -171,7 +227,7 @@ def evaluate(
     workers: int = 0,
     baseline: int = 0,
 ) -> dict[str, Any]:
-    """Score ``module`` (its sigmas times ``sigma_scale``, see :func:`calibrate`) on the test
+    """Score ``module`` (corrected by ``calibration``, see :func:`calibrate`) on the test
     rows; write ``metrics.json``,
     ``test_predictions.parquet`` (truth, prediction and sigma per target) and
     ``plots/<target>.png`` (predicted against true with the 1:1 line, errors against the true
@@ -179,7 +235,7 @@ def evaluate(
     magnitude and S/N; with ``baseline`` > 0 the classical Sersic fit is scored on the
     first test galaxies alike (:mod:`galclust.regress.baseline`)."""
     targets = Targets.from_dict(module.hparams["targets"])
-    mean, sigma, seconds, _ = infer(module, test, batch_size, workers, sigma_scale)
+    mean, sigma, seconds, _ = infer(module, test, batch_size, workers, calibration)
     pred = targets.decode(mean, sigma)
     truth = truth.reset_index(drop=True)
     mag = _reference(truth, "mag_")
@@ -213,6 +269,20 @@ def evaluate(
             "sersic_n", truth["sersic_n"].to_numpy()[single], pred["sersic_n"].to_numpy()[single],
             pred["sersic_n_err"].to_numpy()[single],
         )  # fmt: skip
+    if {"hlr", "psf_fwhm"} <= set(truth) and "q" in names:
+        # a galaxy smaller than half the PSF's FWHM is round in the image whatever its q
+        resolved = (truth["hlr"] >= 0.5 * truth["psf_fwhm"]).to_numpy()
+        if snr is not None:
+            resolved = resolved & (truth[snr].to_numpy() >= 20)
+        metrics["q_resolved_snr20"] = scores(
+            "q", truth["q"].to_numpy()[resolved], pred["q"].to_numpy()[resolved],
+            pred["q_err"].to_numpy()[resolved],
+        )  # fmt: skip
+    metrics["headline"] = {
+        f"{what} (S/N >= 20)": metrics[key][score]
+        for key, what, score in _SUBSETS
+        if key in metrics
+    }
     survey = module.hparams.get("survey") or {}
     if baseline and survey:
         from galclust.regress.baseline import fit_sersic_batch

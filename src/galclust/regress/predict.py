@@ -15,7 +15,7 @@ import pandas as pd
 from galclust.catalog.schema import write_catalog
 from galclust.data.dataset import open_source
 from galclust.exceptions import GalclustValueError
-from galclust.regress.evaluate import infer, load_regressor
+from galclust.regress.evaluate import Calibration, infer, load_regressor
 from galclust.regress.targets import FluxScaling, RegressionData, Targets
 from galclust.simulate import simulation_survey
 
@@ -155,7 +155,7 @@ def predict(
         )
     targets = Targets.from_dict(hp["targets"])
     dataset = RegressionData(catalog, scaling, None, gain, mask_neighbours=mask_neighbours)
-    mean, sigma, _, masked = infer(module, dataset, batch_size, workers, about.get("sigma_scale"))
+    mean, sigma, _, masked = infer(module, dataset, batch_size, workers, Calibration.of(about))
     table = pd.concat(
         [catalog[["id_str"]].reset_index(drop=True), targets.decode(mean, sigma)], axis=1
     )

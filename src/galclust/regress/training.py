@@ -17,7 +17,7 @@ import pandas as pd
 from galclust.catalog.schema import atomic_write_text
 from galclust.data.dataset import ImageDataset, open_source
 from galclust.exceptions import GalclustFileError, GalclustValueError
-from galclust.models.regressor import RegressorModule
+from galclust.models.regressor import VIEWS, RegressorModule
 from galclust.provenance import is_lead
 from galclust.regress.evaluate import calibrate, evaluate, load_regressor
 from galclust.regress.targets import FluxScaling, RegressionData, Targets, loader
@@ -43,6 +43,7 @@ class RegressorOptions:
     patience: int = 6  # epochs without a better validation loss before stopping
     seed: int = 0
     augment: bool = True
+    views: int = 2  # symmetries of each image a prediction averages over (1, 2, 4 or 8)
     baseline: int = 100  # test galaxies also measured by the classical Sersic fit (0: none)
     workers: int = 2
     accelerator: str = "auto"
@@ -138,6 +139,8 @@ def _validate(options: RegressorOptions) -> None:
         raise GalclustValueError("--baseline and --workers must be 0 or more")
     if options.image_size is not None and options.image_size < 16:
         raise GalclustValueError(f"--image-size {options.image_size}: give 16 px or more")
+    if options.views not in VIEWS:
+        raise GalclustValueError(f"--views {options.views}: choose 1, 2, 4 or 8")
 
 
 def train_regressor(options: RegressorOptions) -> RegressorReport:
@@ -230,9 +233,11 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
     if trainer.is_global_zero:
         best = run / "checkpoints" / "best.ckpt"
         best_module, _ = load_regressor(best)
-        scale = calibrate(best_module, best, data["val"], options.batch_size, options.workers)
+        calibration = calibrate(
+            best_module, best, data["val"], options.batch_size, options.workers, options.views
+        )
         metrics = evaluate(
-            best_module, scale, data["test"], run, catalog.iloc[rows["test"]],
+            best_module, calibration, data["test"], run, catalog.iloc[rows["test"]],
             batch_size=options.batch_size, workers=options.workers, baseline=options.baseline,
         )  # fmt: skip
         state["finished"] = True

@@ -247,11 +247,8 @@ def regress(page: Page, stage: Stage) -> str:
         if rows:
             parts.append(heading(title))
             parts.append(table(records(rows, columns)))
-    single = metrics.get("sersic_n_single_component_snr20")
-    if single:
-        parts.append(
-            note(f"NMAD of log10 n, single-component families: {single.get('nmad', math.nan):.3f}")
-        )
+    for what, value in metrics.get("headline", {}).items():
+        parts.append(note(f"{what}: {value:.3f}"))
     baseline = metrics.get("baseline")
     if baseline:
         parts.append(heading(f"Against a Sersic fit ({baseline.get('galaxies', 0)} galaxies)"))

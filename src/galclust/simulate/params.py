@@ -34,6 +34,10 @@ class Survey:
     # "white": independent pixels; "cosmos": correlated like drizzled HST/ACS F814W COSMOS
     # mosaics (GalSim's measured correlation function; 2x2-binned noise is 3x, not 2x, a pixel's)
     noise: str = "white"
+    # arcsec of one unit of the size priors: the median seeing unless given. Seeing-limited
+    # surveys resolve galaxies a few FWHM across; at HST resolution the same galaxies are many
+    # PSFs across, so there sizes come from the galaxies' own (magnitude-limited) distribution.
+    size_unit: float | None = None
 
 
 SURVEYS = {
@@ -42,9 +46,10 @@ SURVEYS = {
     "decals": Survey("decals", ("g", "r", "z"), 0.262, 1.2, 0.15, 22.5, (0.004, 0.006, 0.015),
                      (15.5, 20.5)),
     # COSMOS HST/ACS F814W as in the real stamps of shared/data/cosmos-f814w: 0.03"/px, ~0.09"
-    # PSF, counts/s with zeropoint 25.94, median noise sigma 0.0026, magnitudes 20-26
+    # PSF, counts/s with zeropoint 25.94, median noise sigma 0.0026, magnitudes 20-26; sizes in
+    # units of 0.15": disc half-light radii near 0.3", as the stamps' median flux radius 0.2"
     "hst-cosmos": Survey("hst-cosmos", ("i",), 0.03, 0.09, 0.01, 25.94, (0.0026,),
-                         (20.0, 26.0), noise="cosmos"),
+                         (20.0, 26.0), noise="cosmos", size_unit=0.15),
 }  # fmt: skip
 
 # Colours (g-r, r-z) of the stellar populations: old bulges red, disks bluer, knots bluest.
@@ -166,7 +171,7 @@ def draw_params(
     if family not in FAMILIES:
         raise GalclustValueError(f"family {family!r} is unknown; choose from {', '.join(FAMILIES)}")
     rng = np.random.default_rng(seed)
-    scale = survey.psf_fwhm  # arcsec of one "seeing"
+    scale = survey.size_unit or survey.psf_fwhm  # arcsec of one unit of size
     mag = float(rng.uniform(*survey.mag_range))
     comps: list[Component]
     if family == "elliptical":
