@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -13,12 +16,14 @@ import torch
 
 import galclust
 from conftest import write_png
+from galclust.catalog.schema import write_catalog
 from galclust.cli import main
 from galclust.data.dataset import ImageDataset, PackedDataset, open_source
 from galclust.data.pack import PackOptions, pack
 from galclust.data.transforms import Preprocess
 from galclust.embed import embed, fused, load_model
 from galclust.exceptions import GalclustFileError, GalclustValueError
+from galclust.provenance import provenance_path
 from galclust.train import TrainOptions, train_vae
 
 
@@ -212,3 +217,29 @@ def test_cli_pack_and_embed(checkpoint: Path, pngs: Path, tmp_path: Path,
     assert (tmp_path / "z.provenance.json").is_file() and len(pd.read_csv(out)) == 40
     assert main(["embed", str(tmp_path / "z.csv"), str(pngs)]) == 2
     assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_two_process_ddp_embeds_every_galaxy_once_as_one_process(
+    checkpoint: Path, pngs: Path, tmp_path: Path
+) -> None:
+    """Lightning Fabric with 2 CPU processes (gloo), launched by the galclust command itself:
+    39 galaxies split 20 + 19, so the gathered shares are padded; the table rank 0 writes has
+    every galaxy once, in catalog order, with the latents of a one-process run."""
+    odd = tmp_path / "odd.parquet"
+    write_catalog(open_source(pngs).catalog.head(39), odd)
+    single, _ = embed(checkpoint, odd, None, workers=0, precision="32", accelerator="cpu")
+    out = tmp_path / "ddp.parquet"
+    done = subprocess.run(
+        [sys.executable, "-m", "galclust", "embed", str(checkpoint), str(odd), "-o", str(out),
+         "--workers", "0", "--precision", "32", "--accelerator", "cpu", "--devices", "2",
+         "--strategy", "ddp", "--batch-size", "8"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("embedded 39 galaxies") == 1 and done.stdout.count("wrote ") == 1
+    assert "deprecated" not in done.stderr
+    table = pd.read_parquet(out)
+    assert list(table["id_str"]) == list(single["id_str"])  # each once, in order
+    numbers = [c for c in single.columns if c.startswith("z_")] + ["logvar_mean", "recon_mse"]
+    np.testing.assert_allclose(table[numbers], single[numbers], rtol=1e-4, atol=1e-5)
+    assert json.loads(provenance_path(out).read_text())["options"]["devices"] == "2"

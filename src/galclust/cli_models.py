@@ -76,9 +76,12 @@ def _add_training_options(p: argparse.ArgumentParser, *, batch_size: int) -> Non
     p.add_argument("--overwrite", action="store_true", help="replace what is in the folder")
 
 
-def add_device_options(p: argparse.ArgumentParser) -> None:
-    """``--accelerator``, ``--devices``, ``--num-nodes``, ``--strategy`` and ``--precision`` of
-    training."""
+_TRAINING_PRECISION = "auto (bf16-mixed where fast, else 32-true), 32-true, bf16-mixed, 16-mixed"
+
+
+def add_device_options(p: argparse.ArgumentParser, precision: str = _TRAINING_PRECISION) -> None:
+    """``--accelerator``, ``--devices``, ``--num-nodes``, ``--strategy`` and ``--precision``
+    (whose choices ``precision`` says) of training and embedding."""
     p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default)")
     p.add_argument("--devices", default="auto", help="number or list of devices (default: auto)")
     p.add_argument("--num-nodes", type=int, default=1, help="machines (default: 1)")
@@ -86,10 +89,7 @@ def add_device_options(p: argparse.ArgumentParser) -> None:
         "--strategy", default="auto",
         help="Lightning strategy: auto (DDP with several devices), ddp, ddp_spawn, fsdp",
     )  # fmt: skip
-    p.add_argument(
-        "--precision", default="auto",
-        help="auto (bf16-mixed where fast, else 32-true), 32-true, bf16-mixed, 16-mixed",
-    )  # fmt: skip
+    p.add_argument("--precision", default="auto", help=precision)
 
 
 def _add_stretch(p: argparse.ArgumentParser) -> None:
@@ -290,7 +290,9 @@ def add_embed(sub: argparse._SubParsersAction[_Parser]) -> None:
         epilog="examples:\n"
         "  galclust embed runs/vae35/checkpoints/best.ckpt catalog.parquet -o latents.parquet\n"
         "  galclust embed runs/vae35/checkpoints/best.ckpt store/ -o latents.parquet "
-        "--invariant",
+        "--invariant\n"
+        "  galclust embed runs/vae35/checkpoints/best.ckpt store/ -o latents.parquet "
+        "--accelerator gpu --devices 4   # one process per GPU, each a share of the rows",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .ckpt from galclust train vae")
@@ -306,11 +308,7 @@ def add_embed(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="skip recon_mse: only the encoder runs (about 3x faster at 256 px on a CPU)",
     )  # fmt: skip
     _add_workers(p, "data-loading processes")
-    p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default)")
-    p.add_argument(
-        "--precision", choices=("auto", "bf16", "32"), default="auto",
-        help="auto: bfloat16 where the hardware does it fast",
-    )  # fmt: skip
+    add_device_options(p, "auto (bfloat16 where the hardware does it fast), bf16 or 32")
     p.set_defaults(run=_run_embed)
 
 
@@ -329,6 +327,9 @@ def _run_embed(args: argparse.Namespace) -> int:
         workers=args.workers,
         accelerator=args.accelerator,
         precision=args.precision,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy=args.strategy,
     )
     print(report.summary())
     _wrote(args.output, "embed", vars(args) | {"run": None}, started, {"count": report.count})

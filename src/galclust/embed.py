@@ -20,11 +20,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.utils.data import Subset
 
 from galclust.catalog.schema import write_catalog
 from galclust.data.dataset import open_source
@@ -126,12 +129,53 @@ def _encode(
     return model(images).float(), None
 
 
-def _device(accelerator: str) -> torch.device:
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda")
-    if accelerator in ("gpu", "cuda"):
+_PRECISIONS = {"bf16-mixed": "bf16", "bf16-true": "bf16", "32-true": "32"}
+
+
+def _fabric(accelerator: str, devices: str, num_nodes: int, strategy: str) -> L.Fabric:
+    """Lightning Fabric on the chosen devices, launched: the other processes of a multi-device
+    run start here (Fabric runs the command again for each; under torchrun or srun they are
+    already running) and the process group is set up."""
+    from galclust.train import _devices
+
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise GalclustValueError("--accelerator gpu: no GPU is visible; use --accelerator cpu")
-    return torch.device("cpu")
+    if accelerator not in ("auto", "cpu", "gpu", "cuda"):
+        raise GalclustValueError(f"--accelerator {accelerator!r}: choose cpu, gpu or auto")
+    if num_nodes < 1:
+        raise GalclustValueError(f"--num-nodes {num_nodes} must be at least 1")
+    gpu = accelerator != "cpu" and torch.cuda.is_available()
+    try:
+        fabric = L.Fabric(
+            accelerator="cuda" if gpu else "cpu",
+            devices=_devices(devices),
+            num_nodes=num_nodes,
+            strategy=strategy,
+            precision="32-true",  # embed casts the weights itself (bf16 where fast)
+        )
+    except (ValueError, RuntimeError, MisconfigurationException) as exc:
+        raise GalclustValueError(
+            f"--devices {devices} --num-nodes {num_nodes} --strategy {strategy}: {exc}"
+        ) from None
+    fabric.launch()
+    return fabric
+
+
+def _gather(fabric: L.Fabric, n: int, shares: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Every rank's share of each array, put back in row order (rank r holds the r-th of
+    ``np.array_split(range(n), world_size)``); the shares are padded to one length for the
+    collective and the padding dropped."""
+    world = fabric.world_size
+    sizes = [len(s) for s in np.array_split(np.arange(n), world)]
+    out = []
+    for local in shares:
+        padded = np.full((sizes[0], *local.shape[1:]), np.nan, np.float32)
+        padded[: len(local)] = local
+        mine = torch.from_numpy(padded).to(fabric.device)  # NCCL gathers on the GPU
+        every = [torch.empty_like(mine) for _ in range(world)]
+        torch.distributed.all_gather(every, mine)  # the group Fabric set up
+        out.append(np.concatenate([every[r][: sizes[r]].cpu().numpy() for r in range(world)]))
+    return tuple(out)
 
 
 def embed(
@@ -145,8 +189,17 @@ def embed(
     workers: int = 2,
     accelerator: str = "auto",
     precision: str = "auto",
+    devices: str = "auto",
+    num_nodes: int = 1,
+    strategy: str = "auto",
 ) -> tuple[pd.DataFrame, EmbedReport]:
     """Latent vectors of every usable galaxy of ``source_path``; written to ``output`` if given.
+
+    With several devices or nodes (``devices``, ``num_nodes``; or when started by torchrun or
+    srun) Lightning Fabric runs one process per device (DDP by default). Each takes a
+    contiguous share of the rows, every row exactly once (no sampler padding), and rank 0
+    gathers the shares in catalog order and writes the table: the same table as one process.
+    The other ranks return an empty table.
 
     Parameters
     ----------
@@ -154,7 +207,8 @@ def embed(
         Also run the VAE's decoder for ``recon_mse`` (about 3x the cost of the latents alone at
         256 px on a CPU); a contrastive encoder has none.
     precision : {"auto", "bf16", "32"}
-        ``auto`` uses bfloat16 autocast where the hardware does it fast.
+        ``auto`` uses bfloat16 weights where the hardware does it fast (Lightning's names
+        ``bf16-mixed``, ``bf16-true`` and ``32-true`` are accepted too).
     """
     from galclust.train import make_loader, resolve_precision
 
@@ -182,7 +236,11 @@ def embed(
             "training settings or embed the catalog itself"
         )
     data = source.dataset(preprocess, channels=channels)
-    device = _device(accelerator)
+    precision = _PRECISIONS.get(precision, precision)
+    if precision not in ("auto", "bf16", "32"):
+        raise GalclustValueError(f"--precision {precision!r}: choose auto, bf16 or 32")
+    fabric = _fabric(accelerator, devices, num_nodes, strategy)
+    device = fabric.device
     use_bf16 = precision == "bf16" or (
         precision == "auto" and resolve_precision("auto", device.type).startswith("bf16")
     )
@@ -191,11 +249,13 @@ def embed(
     model = fused(module).to(device, dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]
     latent = int(module.hparams["latent_dim"])
     n = len(data)
-    mu_all = np.full((n, latent), np.nan, np.float32)
-    logvar_all = np.full(n, np.nan, np.float32)
-    mse_all = np.full(n, np.nan, np.float32)
-    loader = make_loader(data, batch_size, workers)
-    progress = Progress(n, "embedding", unit="galaxies")
+    share = np.array_split(np.arange(n), fabric.world_size)[fabric.global_rank]
+    mu_all = np.full((len(share), latent), np.nan, np.float32)
+    logvar_all = np.full(len(share), np.nan, np.float32)
+    mse_all = np.full(len(share), np.nan, np.float32)
+    loader = make_loader(Subset(data, share.tolist()), batch_size, workers)
+    what = "embedding" if fabric.world_size == 1 else f"embedding (rank 0 of {fabric.world_size})"
+    progress = Progress(len(share), what, unit="galaxies")
     done = 0
     try:
         looped = time.perf_counter()
@@ -227,6 +287,10 @@ def embed(
     finally:
         progress.close()
     looped = time.perf_counter() - looped
+    if fabric.world_size > 1:
+        mu_all, logvar_all, mse_all = _gather(fabric, n, (mu_all, logvar_all, mse_all))
+        if not fabric.is_global_zero:
+            return pd.DataFrame(), EmbedReport(Path(), 0, latent, 0.0, [], 0.0)
     ids = source.catalog["id_str"].astype(str).to_numpy()
     bad = np.isnan(mu_all[:, 0])
     table = pd.DataFrame(mu_all[~bad], columns=[f"z_{i}" for i in range(latent)])
@@ -254,6 +318,6 @@ def embed(
         latent,
         time.perf_counter() - start,
         skipped,
-        n / looped if looped else float("inf"),
+        n / looped if looped else float("inf"),  # all ranks together
     )
     return table, report
