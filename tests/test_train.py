@@ -17,10 +17,17 @@ import torch
 import galclust
 from conftest import write_png
 from galclust.cli import main
-from galclust.data.dataset import open_source
+from galclust.data.dataset import MemoryDataset, open_source
 from galclust.exceptions import GalclustFileError, GalclustValueError, NoImagesFoundWarning
 from galclust.simulate import SimulateOptions, simulate
-from galclust.train import TrainOptions, resolve_precision, split_rows, sweep, train_vae
+from galclust.train import (
+    TrainOptions,
+    make_loader,
+    resolve_precision,
+    split_rows,
+    sweep,
+    train_vae,
+)
 
 
 @pytest.fixture(scope="module")
@@ -290,3 +297,16 @@ def test_two_process_ddp_on_cpu_trains_resumes_and_writes_once(sims: Path, tmp_p
         state["epoch"] == 1
         and json.loads((run / "provenance.json").read_text())["options"]["strategy"] == "ddp"
     )
+
+
+def test_loader_workers_serve_the_batches_of_the_main_process() -> None:
+    """Worker processes (which set glibc to give freed batch buffers back) serve the same
+    batches, in the same order, as loading in the main process."""
+    images = torch.arange(40 * 3 * 4 * 4, dtype=torch.float32).reshape(40, 3, 4, 4)
+    data = MemoryDataset(images)
+    inline = [b for b in make_loader(data, 8, 0, shuffle_seed=3)]
+    forked = [b for b in make_loader(data, 8, 2, shuffle_seed=3)]
+    assert len(inline) == len(forked) == 5
+    for a, b in zip(inline, forked, strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(torch.cat(inline).sort(dim=0).values, images.sort(dim=0).values)

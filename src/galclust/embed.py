@@ -136,7 +136,7 @@ def _fabric(accelerator: str, devices: str, num_nodes: int, strategy: str) -> L.
     """Lightning Fabric on the chosen devices, launched: the other processes of a multi-device
     run start here (Fabric runs the command again for each; under torchrun or srun they are
     already running) and the process group is set up."""
-    from galclust.train import _devices
+    from galclust.train import parse_devices
 
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise GalclustValueError("--accelerator gpu: no GPU is visible; use --accelerator cpu")
@@ -148,7 +148,7 @@ def _fabric(accelerator: str, devices: str, num_nodes: int, strategy: str) -> L.
     try:
         fabric = L.Fabric(
             accelerator="cuda" if gpu else "cpu",
-            devices=_devices(devices),
+            devices=parse_devices(devices),
             num_nodes=num_nodes,
             strategy=strategy,
             precision="32-true",  # embed casts the weights itself (bf16 where fast)

@@ -193,6 +193,26 @@ class EpochSampler(Sampler[int]):
         return self.n
 
 
+_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+def _release_batch_memory(_worker: int) -> None:
+    """In a loader worker, have glibc give each freed batch buffer back to the system.
+
+    Its malloc raises the size served from mmap to that of the largest block freed so far, so
+    once a batch is freed later batches come from the heap, whose freed space it keeps: each
+    worker then holds 0.7 GB more after a pass over 300,000 64-px images (measured). A fixed
+    threshold of 128 kB keeps batches in mmap, returned when freed. Other C libraries: no-op."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+    except (OSError, AttributeError):
+        pass
+
+
 def make_loader(
     data: Dataset[Any],
     batch_size: int,
@@ -207,6 +227,7 @@ def make_loader(
         batch_size=batch_size,
         sampler=EpochSampler(len(data), shuffle_seed) if shuffle_seed is not None else None,  # type: ignore[arg-type]
         num_workers=workers,
+        worker_init_fn=_release_batch_memory if workers > 0 else None,
         collate_fn=collate_fn,
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
@@ -543,7 +564,7 @@ def _trainer(
     return L.Trainer(
         max_epochs=options.epochs,
         accelerator=options.accelerator,
-        devices=_devices(options.devices),
+        devices=parse_devices(options.devices),
         num_nodes=options.num_nodes,
         strategy=options.strategy,
         precision=precision,  # type: ignore[arg-type]
@@ -557,7 +578,8 @@ def _trainer(
     )
 
 
-def _devices(devices: str) -> int | str | list[int]:
+def parse_devices(devices: str) -> int | str | list[int]:
+    """``--devices`` as Lightning takes it: ``auto``, a count, or a list such as ``0,1``."""
     if devices == "auto":
         return devices
     try:
