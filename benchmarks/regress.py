@@ -105,6 +105,8 @@ def rescore(run: Path, sims: Path, views: int, batch_size: int) -> dict[str, Any
 
 def decals(args: argparse.Namespace, work: Path) -> None:
     if args.rescore:
+        if not args.sims:
+            raise SystemExit("--rescore RUN needs --sims, the simulation RUN was trained on")
         t = time.perf_counter()
         metrics = rescore(Path(args.rescore), Path(args.sims), args.views, args.batch_size)
         print(f"rescored {args.rescore} in {time.perf_counter() - t:.0f} s")
@@ -166,7 +168,9 @@ def main() -> None:
     parser.add_argument("--baseline", type=int, default=100)
     parser.add_argument("--views", type=int, default=2, help="symmetries a prediction averages")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--rescore", metavar="RUN", help="score a trained run on --sims again")
+    parser.add_argument("--rescore", metavar="RUN",
+                        help="calibrate and score a trained run on --sims again (rewrites its "
+                        "checkpoint's calibration and metrics.json)")  # fmt: skip
     parser.add_argument("--cosmos", action="store_true", help="also the real COSMOS check")
     parser.add_argument("--cosmos-n", type=int, default=20_000)
     parser.add_argument("--cosmos-size", type=int, default=64, help="HST stamps (0.03 arcsec px)")

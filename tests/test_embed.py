@@ -243,3 +243,7 @@ def test_two_process_ddp_embeds_every_galaxy_once_as_one_process(
     numbers = [c for c in single.columns if c.startswith("z_")] + ["logvar_mean", "recon_mse"]
     np.testing.assert_allclose(table[numbers], single[numbers], rtol=1e-4, atol=1e-5)
     assert json.loads(provenance_path(out).read_text())["options"]["devices"] == "2"
+    with pytest.raises(GalclustValueError, match="--strategy 'ddp_spawn'"):
+        embed(checkpoint, odd, None, workers=0, accelerator="cpu", strategy="ddp_spawn")
+    with pytest.raises(GalclustValueError, match="--devices 'two'"):
+        embed(checkpoint, odd, None, workers=0, accelerator="cpu", devices="two")

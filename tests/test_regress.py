@@ -136,6 +136,11 @@ def test_train_regressor_writes_scores_plots_and_calibrated_checkpoint(
     assert table["pa"].between(0, 180).all()
     _, about = load_regressor(trained / "checkpoints" / "best.ckpt")
     assert len(about["sigma_scale"]) == len(about["offset"]) == 4  # mag, log hlr, cos/sin 2PA
+    assert about["offset"][2:] == [0.0, 0.0]  # orientation: no mean error to correct
+    assert metrics["headline"] == {}  # no q, no Sersic index among the targets
+    # checkpoints calibrated before offsets and views: no offset, one view
+    assert Calibration.of({"sigma_scale": [2.0, 3.0]}) == Calibration((0.0, 0.0), (2.0, 3.0), 1)
+    assert Calibration.of({}) is None
     run_state = json.loads((trained / "run.json").read_text())
     assert run_state["finished"] and run_state["options"]["targets"] == ["mag_r", "hlr", "pa"]
 

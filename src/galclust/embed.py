@@ -144,16 +144,21 @@ def _fabric(accelerator: str, devices: str, num_nodes: int, strategy: str) -> L.
         raise GalclustValueError(f"--accelerator {accelerator!r}: choose cpu, gpu or auto")
     if num_nodes < 1:
         raise GalclustValueError(f"--num-nodes {num_nodes} must be at least 1")
+    if strategy not in ("auto", "ddp"):
+        raise GalclustValueError(
+            f"--strategy {strategy!r}: embed runs one process per device with auto or ddp"
+        )
     gpu = accelerator != "cpu" and torch.cuda.is_available()
+    count = parse_devices(devices)  # its own one-line error
     try:
         fabric = L.Fabric(
             accelerator="cuda" if gpu else "cpu",
-            devices=parse_devices(devices),
+            devices=count,
             num_nodes=num_nodes,
             strategy=strategy,
             precision="32-true",  # embed casts the weights itself (bf16 where fast)
         )
-    except (ValueError, RuntimeError, MisconfigurationException) as exc:
+    except (ValueError, RuntimeError, MisconfigurationException) as exc:  # e.g. too many devices
         raise GalclustValueError(
             f"--devices {devices} --num-nodes {num_nodes} --strategy {strategy}: {exc}"
         ) from None
@@ -189,14 +194,16 @@ def embed(
     workers: int = 2,
     accelerator: str = "auto",
     precision: str = "auto",
-    devices: str = "auto",
+    devices: str = "1",
     num_nodes: int = 1,
     strategy: str = "auto",
 ) -> tuple[pd.DataFrame, EmbedReport]:
     """Latent vectors of every usable galaxy of ``source_path``; written to ``output`` if given.
 
     With several devices or nodes (``devices``, ``num_nodes``; or when started by torchrun or
-    srun) Lightning Fabric runs one process per device (DDP by default). Each takes a
+    srun) Lightning Fabric runs one process per device (DDP). One device is the default here,
+    because Fabric starts the other processes by running the command again (the command line
+    passes ``--devices auto``, every visible device). Each takes a
     contiguous share of the rows, every row exactly once (no sampler padding), and rank 0
     gathers the shares in catalog order and writes the table: the same table as one process.
     The other ranks return an empty table.
@@ -254,7 +261,8 @@ def embed(
     logvar_all = np.full(len(share), np.nan, np.float32)
     mse_all = np.full(len(share), np.nan, np.float32)
     loader = make_loader(Subset(data, share.tolist()), batch_size, workers)
-    what = "embedding" if fabric.world_size == 1 else f"embedding (rank 0 of {fabric.world_size})"
+    world, rank = fabric.world_size, fabric.global_rank
+    what = "embedding" if world == 1 else f"embedding (rank {rank} of {world}, its share)"
     progress = Progress(len(share), what, unit="galaxies")
     done = 0
     try:

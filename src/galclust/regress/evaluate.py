@@ -126,7 +126,9 @@ def calibrate(
     plain = Calibration((0.0,) * outputs, (1.0,) * outputs, views)
     mean, sigma, _, _ = infer(module, val, batch_size, workers, plain)
     error = val.targets.numpy() - mean
-    offset = sigma_clipped_stats(error, sigma=4.0, axis=0)[0]
+    offset = np.asarray(sigma_clipped_stats(error, sigma=4.0, axis=0)[0], np.float64)
+    # a turned galaxy is as likely as any other: orientation outputs have no mean error to fix
+    offset[[*module.cos_like, *module.sin_like]] = 0.0
     z = (error - offset) / np.maximum(sigma, 1e-12)
     scale = 1.4826 * np.median(np.abs(z), axis=0)  # robust: outliers aside
     calibration = Calibration(
@@ -278,10 +280,11 @@ def evaluate(
             "q", truth["q"].to_numpy()[resolved], pred["q"].to_numpy()[resolved],
             pred["q_err"].to_numpy()[resolved],
         )  # fmt: skip
+    cut = " (S/N >= 20)" if snr is not None else ""
     metrics["headline"] = {
-        f"{what} (S/N >= 20)": metrics[key][score]
+        f"{what}{cut}": metrics[key][score]
         for key, what, score in _SUBSETS
-        if key in metrics
+        if metrics.get(key, {}).get("n")  # an empty subset has no scores
     }
     survey = module.hparams.get("survey") or {}
     if baseline and survey:

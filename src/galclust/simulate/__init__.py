@@ -237,7 +237,7 @@ def simulate(options: SimulateOptions) -> SimulateReport:
         partial = out / ".images.npy.partial"
         shape = (options.n, len(survey.bands), options.size, options.size)
         journal = out / ".simulate-journal"
-        images, done = _open_partial(partial, journal, options, shape)
+        images, done = _open_partial(partial, journal, options, survey, shape)
         blocks = [range(i, min(i + _BLOCK, options.n)) for i in range(0, options.n, _BLOCK)]
         todo = [block for block in blocks if block.start not in done]
         work = functools.partial(_render_block, options=options, survey=survey)
@@ -281,14 +281,16 @@ def simulate(options: SimulateOptions) -> SimulateReport:
 
 
 def _open_partial(
-    partial: Path, journal: Path, options: SimulateOptions, shape: tuple[int, ...]
+    partial: Path, journal: Path, options: SimulateOptions, survey: Survey, shape: tuple[int, ...]
 ) -> tuple[np.memmap[Any, Any], set[int]]:
     """The image store of this run and the blocks already done by an interrupted one.
 
-    An interrupted run is resumed only if it had the same options (workers aside); otherwise
-    its leftovers are discarded.
+    An interrupted run is resumed only if it had the same options (workers aside) and the same
+    survey (a preset can change between galclust versions); otherwise its leftovers are
+    discarded.
     """
     settings = {k: v for k, v in asdict(options).items() if k not in ("workers", "overwrite")}
+    settings["survey_fields"] = asdict(survey)
     key = json.dumps(settings, sort_keys=True, default=list)
     stamp = journal / "options.json"
     if partial.exists() and stamp.exists() and stamp.read_text() == key:

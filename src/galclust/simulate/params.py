@@ -165,8 +165,8 @@ def draw_params(
 ) -> GalaxyParams:
     """Draw the parameters of one galaxy of ``family`` from its priors, from ``seed`` alone.
 
-    Sizes scale with the survey: they are drawn in units of the PSF for well-resolved families,
-    so that the same family looks alike to DECaLS and to HST.
+    Sizes are drawn in units of the survey's ``size_unit`` (its median seeing unless set), so
+    that seeing-limited surveys resolve each family alike.
     """
     if family not in FAMILIES:
         raise GalclustValueError(f"family {family!r} is unknown; choose from {', '.join(FAMILIES)}")
