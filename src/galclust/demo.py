@@ -170,9 +170,11 @@ def run_demo(output: str | Path, *, quick: bool = False, seed: int = 0) -> Path:
                lambda r: {"count": r.count})  # fmt: skip
 
     def vae_options(folder: str, latent_dim: int, epochs: int) -> TrainOptions:
+        # one device: on a multi-GPU node Lightning would start one process per GPU by running
+        # the whole demo again in each
         return TrainOptions(source=str(out / "store"), output=folder, latent_dim=latent_dim,
-                            epochs=epochs, batch_size=32, workers=0, seed=seed, overwrite=True,
-                            progress=False)  # fmt: skip
+                            epochs=epochs, batch_size=32, workers=0, seed=seed, devices="1",
+                            overwrite=True, progress=False)  # fmt: skip
 
     sweep_options = vae_options(str(out / "sweep"), plan.latent_dims[0], plan.sweep_epochs)
     swept = stages.run("sweep", out / "sweep", lambda: sweep(sweep_options, plan.latent_dims),
@@ -211,7 +213,7 @@ def run_demo(output: str | Path, *, quick: bool = False, seed: int = 0) -> Path:
 
     regressor_options = RegressorOptions(
         source=str(sims), output=str(out / "regressor"), targets=("mag_r",),
-        epochs=plan.regressor_epochs, baseline=plan.baseline, workers=0, seed=seed,
+        epochs=plan.regressor_epochs, baseline=plan.baseline, workers=0, seed=seed, devices="1",
         overwrite=True, progress=False,
     )  # fmt: skip
     measured = stages.run(
