@@ -79,16 +79,20 @@ def _add_training_options(p: argparse.ArgumentParser, *, batch_size: int) -> Non
 _TRAINING_PRECISION = "auto (bf16-mixed where fast, else 32-true), 32-true, bf16-mixed, 16-mixed"
 
 
-def add_device_options(p: argparse.ArgumentParser, precision: str = _TRAINING_PRECISION) -> None:
+_TRAINING_STRATEGY = "Lightning strategy: auto (DDP with several devices), ddp, ddp_spawn, fsdp"
+
+
+def add_device_options(
+    p: argparse.ArgumentParser,
+    precision: str = _TRAINING_PRECISION,
+    strategy: str = _TRAINING_STRATEGY,
+) -> None:
     """``--accelerator``, ``--devices``, ``--num-nodes``, ``--strategy`` and ``--precision``
-    (whose choices ``precision`` says) of training and embedding."""
+    (whose choices ``strategy`` and ``precision`` say) of training and embedding."""
     p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto (default)")
     p.add_argument("--devices", default="auto", help="number or list of devices (default: auto)")
     p.add_argument("--num-nodes", type=int, default=1, help="machines (default: 1)")
-    p.add_argument(
-        "--strategy", default="auto",
-        help="Lightning strategy: auto (DDP with several devices), ddp, ddp_spawn, fsdp",
-    )  # fmt: skip
+    p.add_argument("--strategy", default="auto", help=strategy)
     p.add_argument("--precision", default="auto", help=precision)
 
 
@@ -308,7 +312,11 @@ def add_embed(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="skip recon_mse: only the encoder runs (about 3x faster at 256 px on a CPU)",
     )  # fmt: skip
     _add_workers(p, "data-loading processes")
-    add_device_options(p, "auto (bfloat16 where the hardware does it fast), bf16 or 32")
+    add_device_options(
+        p,
+        precision="auto (bfloat16 where the hardware does it fast), bf16 or 32",
+        strategy="auto or ddp: one process per device, each a share of the galaxies",
+    )
     p.set_defaults(run=_run_embed)
 
 

@@ -61,8 +61,9 @@ def add_regressor(train_sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--no-augment", action="store_true", help="no random flips and quarter turns")
     p.add_argument(
         "--views", type=int, default=2, choices=(1, 2, 4, 8),
-        help="predictions average the image's symmetries: 2 = it and its mirror image, about "
-        "5%% smaller errors for twice the time; 4 = quarter turns; 8 = all (default: 2)",
+        help="predictions average the image's symmetries: 2 = it and its mirror image (magnitude "
+        "errors 3-6%% smaller on the default simulation, for twice the time); 4 = quarter "
+        "turns; 8 = all (default: 2)",
     )  # fmt: skip
     p.add_argument(
         "--baseline", type=int, default=100, metavar="N",

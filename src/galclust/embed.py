@@ -201,12 +201,12 @@ def embed(
     """Latent vectors of every usable galaxy of ``source_path``; written to ``output`` if given.
 
     With several devices or nodes (``devices``, ``num_nodes``; or when started by torchrun or
-    srun) Lightning Fabric runs one process per device (DDP). One device is the default here,
-    because Fabric starts the other processes by running the command again (the command line
-    passes ``--devices auto``, every visible device). Each takes a
-    contiguous share of the rows, every row exactly once (no sampler padding), and rank 0
-    gathers the shares in catalog order and writes the table: the same table as one process.
-    The other ranks return an empty table.
+    srun) Lightning Fabric runs one process per device (DDP). Each process encodes a contiguous
+    share of the rows, every row exactly once (no sampler padding), and rank 0 gathers the
+    shares in catalog order and writes the table: the same table as one process. The other
+    ranks return an empty table. One device is the default here, because Fabric starts the
+    other processes by running the command again; the command line passes ``--devices auto``,
+    every visible device.
 
     Parameters
     ----------
@@ -256,12 +256,12 @@ def embed(
     model = fused(module).to(device, dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]
     latent = int(module.hparams["latent_dim"])
     n = len(data)
-    share = np.array_split(np.arange(n), fabric.world_size)[fabric.global_rank]
+    world, rank = fabric.world_size, fabric.global_rank
+    share = np.array_split(np.arange(n), world)[rank]
     mu_all = np.full((len(share), latent), np.nan, np.float32)
     logvar_all = np.full(len(share), np.nan, np.float32)
     mse_all = np.full(len(share), np.nan, np.float32)
     loader = make_loader(Subset(data, share.tolist()), batch_size, workers)
-    world, rank = fabric.world_size, fabric.global_rank
     what = "embedding" if world == 1 else f"embedding (rank {rank} of {world}, its share)"
     progress = Progress(len(share), what, unit="galaxies")
     done = 0
@@ -295,9 +295,9 @@ def embed(
     finally:
         progress.close()
     looped = time.perf_counter() - looped
-    if fabric.world_size > 1:
+    if world > 1:
         mu_all, logvar_all, mse_all = _gather(fabric, n, (mu_all, logvar_all, mse_all))
-        if not fabric.is_global_zero:
+        if rank != 0:
             return pd.DataFrame(), EmbedReport(Path(), 0, latent, 0.0, [], 0.0)
     ids = source.catalog["id_str"].astype(str).to_numpy()
     bad = np.isnan(mu_all[:, 0])
