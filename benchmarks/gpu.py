@@ -5,7 +5,7 @@ that a run stopped by a time limit still leaves what it measured):
 
 1. the time to build a packed store (uint8, field frame) of ``--n`` 3x256x256 PNG cutouts:
    write the cutouts (toy galaxies, as benchmarks/scale.py), ``galclust.scan``, ``pack``;
-2. loader throughput from the store with 0, 2, 4 and 8 workers, batch 64 (images/s, and per
+2. loader throughput from the store with 0, 1, 2, 4 and 8 workers, batch 64 (images/s, and per
    worker), measured on a second pass, once the workers are up;
 3. training throughput of a hand-written loop on the device (cuda, else cpu) from one batch
    held on the device, so the GPU and not the loader is measured: (a) float32 NCHW,
@@ -272,7 +272,7 @@ def main() -> None:
     for name, (full, smoke) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, smoke if args.smoke else full)
-    args.loader_workers = (0, 2) if args.smoke else (0, 2, 4, 8)
+    args.loader_workers = (0, 1, 2) if args.smoke else (0, 1, 2, 4, 8)
     logging.basicConfig(level=logging.WARNING)
     b = Bench(Path(args.out), args.budget)
     cuda = torch.cuda.is_available()
