@@ -137,6 +137,37 @@ def test_half_light_radius_is_the_whole_galaxys() -> None:
     assert truth["bt"] == pytest.approx(0.6) and truth["hlr_bulge"] == 0.4
 
 
+def _isophote_axis_ratio(image: np.ndarray, light: float) -> float:
+    """Axis ratio of the region inside the isophote that holds ``light`` of the flux."""
+    ordered = np.sort(image.ravel())[::-1]
+    cumulative = np.cumsum(ordered)
+    level = ordered[np.searchsorted(cumulative, light * cumulative[-1])]
+    y, x = np.nonzero(image >= level)
+    small, large = np.linalg.eigvalsh(np.cov(np.vstack([x, y]).astype(float)))
+    return float(np.sqrt(small / large))
+
+
+def test_axis_ratio_of_a_bulge_and_disk_galaxy_is_its_disks() -> None:
+    """A lenticular's bright round bulge does not make the galaxy round: its q is the disk's
+    (the inclination), which the outer isophotes show; both components' own q are kept too."""
+    survey = survey_named("decals", bands=("r",), sky_sigma=(0.0,), pixel_scale=0.1)
+    for bt, bulge_size in ((0.5, 0.2), (0.8, 0.4)):
+        bulge = Component("sersic", bt, hlr=2.0 * bulge_size, n=4.0, q=0.9, bulge=True)
+        disk = Component("exponential", 1 - bt, hlr=2.0, q=0.4)
+        params = GalaxyParams("lenticular", 17.0, 30.0, (bulge, disk), 0.3, 160, seed=3)
+        image, truth = render(params, survey, 160)
+        assert (truth["q"], truth["q_bulge"], truth["q_disk"]) == (0.4, 0.9, 0.4)
+        outer = _isophote_axis_ratio(image[0], 0.9)
+        assert abs(outer - truth["q"]) < abs(outer - truth["q_bulge"]), outer
+        e = (1 - 0.4) / (1 + 0.4)
+        assert np.hypot(truth["e1"], truth["e2"]) == pytest.approx(e)
+    spheroid = Component("sersic", 1.0, hlr=1.0, n=4.0, q=0.7, bulge=True)
+    _, truth = render(
+        GalaxyParams("elliptical", 17.0, 0.0, (spheroid,), 0.3, 64, seed=1), survey, 64
+    )
+    assert truth["q"] == truth["q_bulge"] == 0.7 and np.isnan(truth["q_disk"])
+
+
 def test_bulge_to_total_follows_the_spheroid_not_the_sersic_index() -> None:
     survey = survey_named("decals")
     for seed in range(40):

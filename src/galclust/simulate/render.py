@@ -114,15 +114,24 @@ def render(params: GalaxyParams, survey: Survey, size: int) -> tuple[np.ndarray,
     return image, _truth(params, survey, fluxes, clean)
 
 
+def _axis_ratio(comp: Component) -> float:
+    """Apparent axis ratio of ``comp``; that of a thick disk follows from its inclination."""
+    if comp.kind == "inclined_exponential":
+        return math.sqrt(math.cos(math.radians(comp.inclination)) ** 2 + comp.h_over_r**2)
+    return comp.q
+
+
 def _truth(
     params: GalaxyParams, survey: Survey, fluxes: np.ndarray, clean: np.ndarray
 ) -> dict[str, Any]:
     main = max(params.components, key=lambda c: c.fraction)
     bulge = next((c for c in params.components if c.bulge), None)
     disk = next((c for c in params.components if "exponential" in c.kind), None)
-    q = main.q
-    if main.kind == "inclined_exponential":  # apparent axis ratio of a thick disk
-        q = math.sqrt(math.cos(math.radians(main.inclination)) ** 2 + main.h_over_r**2)
+    # the galaxy's axis ratio is its disk's when it has a bulge and a disk (the inclination a
+    # bulge + disk decomposition reports, and the shape of the outer isophotes: a lenticular's
+    # small round bulge sits under the seeing), otherwise that of its brightest component
+    shape = disk if bulge is not None and disk is not None else main
+    q = _axis_ratio(shape)
     ellipticity = (1 - q) / (1 + q)
     row: dict[str, Any] = {
         "family": params.family,
@@ -132,6 +141,8 @@ def _truth(
         "n_bulge": bulge.n if bulge else np.nan,
         "hlr_disk": disk.hlr if disk else np.nan,
         "n_disk": 1.0 if disk else np.nan,
+        "q_bulge": bulge.q if bulge else np.nan,
+        "q_disk": _axis_ratio(disk) if disk else np.nan,
         "bt": params.bulge_to_total,
         "q": q,
         "pa": params.pa,
