@@ -96,7 +96,11 @@ def rescore(run: Path, sims: Path, views: int, batch_size: int) -> dict[str, Any
         rows = catalog[catalog["split"] == split]
         raw = targets.raw(rows)
         truth[split] = rows[np.isfinite(raw).all(axis=1)].reset_index(drop=True)
-        data[split] = RegressionData(truth[split], scaling, targets.raw(truth[split]))
+        spec = module.hparams.get("seeing")
+        seeing = truth[split][spec["column"]].to_numpy() if spec else None
+        data[split] = RegressionData(
+            truth[split], scaling, targets.raw(truth[split]), seeing=seeing
+        )
     best = run / "checkpoints" / "best.ckpt"
     calibration = calibrate(module, best, data["val"], batch_size, 1, views)
     return evaluate(module, calibration, data["test"], run, truth["test"],

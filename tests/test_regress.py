@@ -20,7 +20,7 @@ from galclust.cli import main
 from galclust.data.pack import PackOptions, pack
 from galclust.data.transforms import symmetry
 from galclust.exceptions import GalclustFileError, GalclustValueError
-from galclust.models.regressor import Regressor, turn_targets
+from galclust.models.regressor import Regressor, gaussian_nll, turn_targets
 from galclust.regress import (
     Calibration,
     FluxScaling,
@@ -114,6 +114,29 @@ def test_regressor_shapes_follow_its_parameters() -> None:
     model = Regressor(in_channels=2, image_size=48, n_outputs=5)
     mean, logvar = model(torch.zeros(3, 2, 48, 48))
     assert mean.shape == logvar.shape == (3, 5)
+    told = Regressor(in_channels=2, image_size=48, n_outputs=5, n_conditions=1).eval()
+    images = torch.randn(3, 2, 48, 48)
+    with torch.no_grad():
+        a, _ = told(images, torch.zeros(3, 1))
+        b, _ = told(images, torch.ones(3, 1))
+    assert a.shape == (3, 5) and not torch.equal(a, b)  # the head sees the condition
+    with pytest.raises(ValueError, match=r"needs \(B, 1\) conditions"):
+        told(images)
+
+
+def test_beta_nll_stops_a_large_variance_from_muting_an_output() -> None:
+    """With beta = 1 the means learn as from a squared error, whatever variance is predicted;
+    with beta = 0 (the plain likelihood) an output given a large variance barely learns."""
+    target = torch.tensor([[1.0, 1.0]])
+    logvar = torch.tensor([[0.0, 4.0]])  # the second output has "given up": variance e^4
+    for beta, ratio in ((0.0, math.exp(-4.0)), (0.5, math.exp(-2.0)), (1.0, 1.0)):
+        mean = torch.zeros(1, 2, requires_grad=True)
+        gaussian_nll(mean, logvar, target, beta).backward()
+        assert mean.grad is not None
+        grad = mean.grad[0]
+        assert float(grad[1] / grad[0]) == pytest.approx(ratio, rel=1e-5), beta
+    plain = gaussian_nll(torch.zeros(1, 2), logvar, target)
+    assert float(plain) == pytest.approx(0.25 * (0 + 1 + 4 + math.exp(-4.0)), rel=1e-6)
 
 
 def test_train_regressor_writes_scores_plots_and_calibrated_checkpoint(
@@ -143,6 +166,13 @@ def test_train_regressor_writes_scores_plots_and_calibrated_checkpoint(
     assert Calibration.of({}) is None
     run_state = json.loads((trained / "run.json").read_text())
     assert run_state["finished"] and run_state["options"]["targets"] == ["mag_r", "hlr", "pa"]
+    # the simulation has each galaxy's seeing: the network is given it (--seeing auto)
+    assert run_state["options"]["seeing"] == "psf_fwhm"
+    catalog = pd.read_parquet(sims / "catalog.parquet")
+    train = catalog.loc[catalog["split"] == "train", "psf_fwhm"]
+    seeing = load_regressor(trained / "checkpoints" / "best.ckpt")[0].hparams["seeing"]
+    assert seeing["column"] == "psf_fwhm" and seeing["median"] == pytest.approx(train.median())
+    assert (seeing["min"], seeing["max"]) == pytest.approx((train.min(), train.max()))
 
 
 def test_averaged_views_turn_with_the_image(trained: Path, sims: Path) -> None:
@@ -154,19 +184,22 @@ def test_averaged_views_turn_with_the_image(trained: Path, sims: Path) -> None:
     catalog = pd.read_parquet(sims / "catalog.parquet").head(6)
     data = RegressionData(catalog, FluxScaling.from_dict(module.hparams["scaling"]))
     images = torch.stack([data[i][0] for i in range(len(data))])
+    seeing = torch.tensor(catalog[["psf_fwhm"]].to_numpy(np.float32))
     with torch.inference_mode():
-        mean, sigma = module.predict_raw(images, 8)
+        mean, sigma = module.predict_raw(images, 8, seeing)
         for s in range(8):
-            turned, turned_sigma = module.predict_raw(symmetry(images, s), 8)
+            turned, turned_sigma = module.predict_raw(symmetry(images, s), 8, seeing)
             expected = turn_targets(mean, torch.full((6,), s), [2], [3])  # cos 2PA, sin 2PA
             torch.testing.assert_close(turned, expected, atol=2e-4, rtol=1e-4)
             torch.testing.assert_close(turned_sigma, sigma, atol=2e-4, rtol=1e-4)
-        one, _ = module.predict_raw(images, 1)
-        mirrored, _ = module.predict_raw(symmetry(images, 4), 1)
+        one, _ = module.predict_raw(images, 1, seeing)
+        mirrored, _ = module.predict_raw(symmetry(images, 4), 1, seeing)
         mirrored[:, 3] = -mirrored[:, 3]
-        torch.testing.assert_close(module.predict_raw(images, 2)[0], (one + mirrored) / 2)
+        torch.testing.assert_close(module.predict_raw(images, 2, seeing)[0], (one + mirrored) / 2)
     with pytest.raises(GalclustValueError, match="--views 3"):
         train_regressor(options(sims, trained.parent / "v", views=3))
+    with pytest.raises(GalclustValueError, match=r"--nll-beta 2\.0: choose from 0 to 1"):
+        train_regressor(options(sims, trained.parent / "v", nll_beta=2.0))
 
 
 def test_calibration_removes_a_mean_error_measured_on_the_validation_split(
@@ -183,7 +216,8 @@ def test_calibration_removes_a_mean_error_measured_on_the_validation_split(
     catalog = pd.read_parquet(sims / "catalog.parquet")
     val = catalog[catalog["split"] == "val"].reset_index(drop=True)
     targets = Targets.from_dict(module.hparams["targets"])
-    data = RegressionData(val, FluxScaling.from_dict(module.hparams["scaling"]), targets.raw(val))
+    scaling = FluxScaling.from_dict(module.hparams["scaling"])
+    data = RegressionData(val, scaling, targets.raw(val), seeing=val["psf_fwhm"].to_numpy())
     after = calibrate(module, checkpoint, data, 32, 0, before.views)
     assert after.views == 2  # the default
     assert after.offset[0] == pytest.approx(before.offset[0] - shift, abs=0.02 * shift)
@@ -279,6 +313,46 @@ def test_predict_on_a_simulation_and_bad_inputs(trained: Path, sims: Path, tmp_p
         GalclustValueError, match=r"0\.5 arcsec/pixel, the regressor was trained at 0\.262"
     ):
         predict(checkpoint, coarse, workers=0)
+
+
+def test_predict_gives_the_network_each_galaxys_seeing(
+    trained: Path, sims: Path, tmp_path: Path
+) -> None:
+    """From the catalog's column, else --psf-fwhm, else the training median, with a note."""
+    checkpoint = trained / "checkpoints" / "best.ckpt"
+    with_column = predict(checkpoint, sims, workers=0).table
+    catalog = pd.read_parquet(sims / "catalog.parquet")
+    median = load_regressor(checkpoint)[0].hparams["seeing"]["median"]
+    catalog.drop(columns="psf_fwhm").to_parquet(tmp_path / "no_psf.parquet")
+    assumed = predict(checkpoint, tmp_path / "no_psf.parquet", workers=0)
+    assert any(f"no psf_fwhm column: assumed the training median seeing, {median:.3g}" in n
+               for n in assumed.notes)  # fmt: skip
+    same = predict(checkpoint, tmp_path / "no_psf.parquet", psf_fwhm=median, workers=0).table
+    pd.testing.assert_frame_equal(assumed.table, same)
+    worse = predict(checkpoint, tmp_path / "no_psf.parquet", psf_fwhm=5.0, workers=0)
+    assert any("160 galaxies have a PSF FWHM outside the training range" in n
+               for n in worse.notes)  # fmt: skip
+    assert not np.allclose(worse.table["hlr"], with_column["hlr"])  # the network uses it
+    catalog.loc[:4, "psf_fwhm"] = np.nan
+    catalog.to_parquet(tmp_path / "gaps.parquet")
+    gaps = predict(checkpoint, tmp_path / "gaps.parquet", workers=0)
+    assert any("5 rows without a positive psf_fwhm" in n for n in gaps.notes)
+    assert np.isfinite(gaps.table["hlr"]).all()
+    with pytest.raises(GalclustValueError, match=r"--psf-fwhm -1\.0 must be > 0"):
+        predict(checkpoint, sims, psf_fwhm=-1.0)
+
+
+def test_seeing_column_is_checked_and_can_be_left_out(sims: Path, tmp_path: Path) -> None:
+    with pytest.raises(GalclustValueError, match=r"--seeing 'fwhm' is not a column .* none"):
+        train_regressor(options(sims, tmp_path / "x", seeing="fwhm"))
+    with pytest.raises(GalclustValueError, match=r"--seeing 'hlr_bulge' .* not a positive number"):
+        train_regressor(options(sims, tmp_path / "x", seeing="hlr_bulge"))
+    run = tmp_path / "pixels"
+    train_regressor(options(sims, run, epochs=1, seeing="none"))
+    checkpoint = run / "checkpoints" / "best.ckpt"
+    assert load_regressor(checkpoint)[0].hparams["seeing"] is None
+    report = predict(checkpoint, sims, psf_fwhm=1.0, workers=0)
+    assert report.notes == ["--psf-fwhm ignored: this regressor was trained without the seeing"]
 
 
 def test_flux_scaling_keeps_brightness_and_applies_the_zeropoint() -> None:

@@ -60,6 +60,18 @@ def add_regressor(train_sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--no-augment", action="store_true", help="no random flips and quarter turns")
     p.add_argument(
+        "--seeing", default="auto", metavar="COLUMN",
+        help="catalog column of each galaxy's PSF FWHM (arcsec), given to the network beside the "
+        "pixels: the size and shape of a barely resolved galaxy depend on it; auto = psf_fwhm "
+        "when the simulation has it, none = pixels only (default: auto)",
+    )  # fmt: skip
+    p.add_argument(
+        "--nll-beta", type=float, default=0.25, metavar="BETA",
+        help="weight each output's likelihood by its predicted variance to this power (beta-NLL, "
+        "Seitzer et al. 2022): 0 is the plain likelihood, which lets the network give up on a "
+        "hard output such as q; 1 weights errors as a squared error does (default: 0.25)",
+    )  # fmt: skip
+    p.add_argument(
         "--views", type=int, default=2, choices=(1, 2, 4, 8),
         help="predictions average the image's symmetries: 2 = it and its mirror image (magnitude "
         "errors 3-6%% smaller on the default simulation, for twice the time); 4 = quarter "
@@ -92,6 +104,8 @@ def _run_regressor(args: argparse.Namespace) -> int:
         patience=args.patience,
         seed=args.seed,
         augment=not args.no_augment,
+        seeing=args.seeing,
+        nll_beta=args.nll_beta,
         views=args.views,
         baseline=args.baseline,
         workers=args.workers,
@@ -134,6 +148,11 @@ def add_predict(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="AB magnitude of one image unit (default: the training simulation's)",
     )  # fmt: skip
     p.add_argument(
+        "--psf-fwhm", type=float, metavar="ARCSEC",
+        help="seeing of every image, for a regressor trained with it (default: the catalog's "
+        "column, else the training median)",
+    )  # fmt: skip
+    p.add_argument(
         "--mask-neighbours", action="store_true",
         help="replace sources detached from the central galaxy by sky noise first (the "
         "regressor learned on isolated galaxies); adds column masked_pixels",
@@ -154,6 +173,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         args.output,
         pixel_scale=args.pixel_scale,
         zeropoint=args.zeropoint,
+        psf_fwhm=args.psf_fwhm,
         batch_size=args.batch_size,
         workers=args.workers,
         mask_neighbours=args.mask_neighbours,

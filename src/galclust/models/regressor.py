@@ -3,10 +3,14 @@
 :class:`Regressor` is a plain ``nn.Module``: a strided stem (a learned 2x2 binning: survey
 pixels sample the PSF finely, so this loses little and quarters the cost), four residual stages
 and a small head that gives, for every output, a mean and a log-variance. Shapes follow from
-``in_channels``, ``image_size`` and ``n_outputs``.
+``in_channels``, ``image_size`` and ``n_outputs``. The head can also be told per-galaxy numbers
+that the pixels do not hold, such as the seeing (``n_conditions``): a barely resolved galaxy's
+size and shape follow from its image only once the PSF's size is known.
 
 :class:`RegressorModule` trains it with the Gaussian negative log-likelihood of standardised
-targets, so each prediction carries its own uncertainty; random flips and quarter turns of the
+targets, each term weighted by its predicted variance to the power ``nll_beta`` (so that a hard
+output is not given a large variance and left unlearned), so each prediction carries its own
+uncertainty; random flips and quarter turns of the
 training images are applied with the matching change of the position-angle outputs
 (``cos 2PA``, ``sin 2PA``) and of the ellipticity components ``e1``, ``e2``.
 """
@@ -66,12 +70,18 @@ class Regressor(nn.Module):
     (B, n_outputs), in standardised target units."""
 
     def __init__(
-        self, in_channels: int = 3, image_size: int = 128, n_outputs: int = 1, width: int = 24
+        self,
+        in_channels: int = 3,
+        image_size: int = 128,
+        n_outputs: int = 1,
+        width: int = 24,
+        n_conditions: int = 0,
     ) -> None:
         super().__init__()
         if image_size < 16:
             raise ValueError(f"image_size {image_size} < 16")
         self.n_outputs = n_outputs
+        self.n_conditions = n_conditions
         widths = (width, 2 * width, 4 * width, 8 * width)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 4, stride=2, padding=1, bias=False),
@@ -85,20 +95,36 @@ class Regressor(nn.Module):
         )
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(widths[3] * 16, 256),
+            nn.Linear(widths[3] * 16 + n_conditions, 256),
             nn.ReLU(inplace=True),
             nn.Linear(256, 2 * n_outputs),
         )
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.head(self.features(x)).float()
+    def forward(
+        self, x: torch.Tensor, conditions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``conditions``: (B, n_conditions), standardised; required when n_conditions > 0."""
+        features = self.head[0](self.features(x))  # flattened
+        if self.n_conditions:
+            if conditions is None or conditions.shape != (len(x), self.n_conditions):
+                raise ValueError(f"this regressor needs (B, {self.n_conditions}) conditions")
+            features = torch.cat([features, conditions.to(features.dtype)], dim=1)
+        out = self.head[1:](features).float()
         mean, logvar = out[:, : self.n_outputs], out[:, self.n_outputs :]
         return mean, logvar.clamp(*_LOGVAR)
 
 
-def gaussian_nll(mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean Gaussian negative log-likelihood per output, constant dropped."""
-    return (0.5 * (logvar + (target - mean) ** 2 * torch.exp(-logvar))).mean()
+def gaussian_nll(
+    mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor, beta: float = 0.0
+) -> torch.Tensor:
+    """Mean Gaussian negative log-likelihood per output, constant dropped. With ``beta`` > 0
+    each term is weighted by its predicted variance to the power ``beta``, held constant (the
+    beta-NLL of Seitzer et al. 2022): the plain likelihood lets the network give a hard output a
+    large variance and stop learning it; beta = 1 weights errors like a squared error."""
+    nll = 0.5 * (logvar + (target - mean) ** 2 * torch.exp(-logvar))
+    if beta:
+        nll = nll * torch.exp(beta * logvar.detach())
+    return nll.mean()
 
 
 def turn_targets(
@@ -143,6 +169,12 @@ class RegressorModule(L.LightningModule):
         How images were scaled (:meth:`galclust.regress.FluxScaling.to_dict`).
     survey : dict, optional
         The training simulation's survey (pixel scale, zeropoint, bands), checked by predict.
+    seeing : dict, optional
+        The catalog column of each galaxy's PSF FWHM that the network is also given (``column``)
+        with its training ``mean``, ``std``, ``median``, ``min`` and ``max`` (arcsec); None:
+        pixels only.
+    nll_beta : float
+        The beta of :func:`gaussian_nll` (0: the plain likelihood).
     seed : int
         Seed of the augmentations.
     """
@@ -161,25 +193,39 @@ class RegressorModule(L.LightningModule):
         augment: bool = True,
         scaling: dict[str, Any] | None = None,
         survey: dict[str, Any] | None = None,
+        seeing: dict[str, Any] | None = None,
+        nll_beta: float = 0.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         outputs = targets["outputs"]
-        self.model = Regressor(in_channels, image_size, len(outputs))
+        self.model = Regressor(
+            in_channels, image_size, len(outputs), n_conditions=int(bool(seeing))
+        )
         self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.cos_like = [i for i, name in enumerate(outputs) if name in ("pa_cos", "e1")]
         self.sin_like = [i for i, name in enumerate(outputs) if name in ("pa_sin", "e2")]
         self.register_buffer("mean", torch.tensor(targets["mean"], dtype=torch.float32))
         self.register_buffer("std", torch.tensor(targets["std"], dtype=torch.float32))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(x.contiguous(memory_format=torch.channels_last))  # type: ignore[no-any-return]
+    def forward(
+        self, x: torch.Tensor, seeing: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``seeing``: (B, 1) PSF FWHM in arcsec, used when the regressor was trained with it."""
+        conditions = None
+        if self.hparams.get("seeing"):
+            if seeing is None or seeing.shape[-1] != 1:
+                raise ValueError("this regressor takes each galaxy's seeing: (B, 1) PSF FWHM")
+            spec = self.hparams["seeing"]
+            conditions = (seeing - spec["mean"]) / spec["std"]
+        x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x, conditions)  # type: ignore[no-any-return]
 
     def _step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, batch_idx: int
+        self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], stage: str, batch_idx: int
     ) -> torch.Tensor:
-        images, raw = batch
+        images, seeing, raw = batch
         if stage == "train" and self.hparams["augment"]:
             seed = mix_seed([self.hparams["seed"], self.current_epoch, batch_idx])
             k = torch.randint(
@@ -188,8 +234,8 @@ class RegressorModule(L.LightningModule):
             images = dihedral(images, k=k)
             raw = turn_targets(raw, k.to(raw.device), self.cos_like, self.sin_like)
         target = (raw - self.mean) / self.std
-        mean, logvar = self(images)
-        loss = gaussian_nll(mean, logvar, target)
+        mean, logvar = self(images, seeing)
+        loss = gaussian_nll(mean, logvar, target, self.hparams.get("nll_beta", 0.0))
         mse = ((mean - target) ** 2).mean()
         self.log_dict(
             {f"{stage}_loss": loss, f"{stage}_mse": mse},
@@ -208,15 +254,16 @@ class RegressorModule(L.LightningModule):
         return self._step(batch, "val", batch_idx)
 
     def predict_raw(
-        self, images: torch.Tensor, views: int = 1
+        self, images: torch.Tensor, views: int = 1, seeing: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Means and standard deviations of the raw (unstandardised) outputs, averaged over
         ``views`` symmetries of each image (:data:`VIEWS`: 1, the image; 2, it and its mirror
         image; 4, its quarter turns; 8, all), with the orientation outputs turned back: the
-        network's errors differ from view to view, so their mean is closer to the truth."""
+        network's errors differ from view to view, so their mean is closer to the truth.
+        ``seeing`` as in :meth:`forward`."""
         means, sigmas = [], []
         for s in VIEWS[views]:
-            mean, logvar = self(symmetry(images, s) if s else images)
+            mean, logvar = self(symmetry(images, s) if s else images, seeing)
             k = torch.full((len(images),), s, device=mean.device)
             means.append(turn_targets(mean * self.std + self.mean, k, self.cos_like, self.sin_like))
             sigmas.append(torch.exp(0.5 * logvar) * self.std)

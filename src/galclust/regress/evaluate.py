@@ -91,9 +91,9 @@ def infer(
     means, sigmas, seconds, extras = [], [], 0.0, []
     views = calibration.views if calibration is not None else 1
     with torch.inference_mode():
-        for images, second in loader(data, batch_size, workers):
+        for images, seeing, second in loader(data, batch_size, workers):
             t = time.perf_counter()
-            mean, sigma = module.predict_raw(images, views)
+            mean, sigma = module.predict_raw(images, views, seeing)
             seconds += time.perf_counter() - t
             means.append(mean.numpy())
             sigmas.append(sigma.numpy())

@@ -120,6 +120,15 @@ class Targets:
         return cls(tuple(values["names"]), tuple(values["mean"]), tuple(values["std"]))
 
 
+def fit_seeing(column: str, values: np.ndarray) -> dict[str, Any]:
+    """How a regressor is told the seeing: the catalog ``column`` of PSF FWHM (arcsec) and its
+    training ``mean``, ``std``, ``median``, ``min`` and ``max``."""
+    std = float(np.std(values))
+    return {"column": column, "mean": float(np.mean(values)), "std": std if std > 0 else 1.0,
+            "median": float(np.median(values)), "min": float(np.min(values)),
+            "max": float(np.max(values))}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class FluxScaling:
     """Pixels (survey image units, sky-subtracted) -> network input: centre-cropped or padded
@@ -148,8 +157,13 @@ class FluxScaling:
         return cls(int(values["image_size"]), tuple(float(v) for v in values["noise"]))
 
 
-class RegressionData(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Rows of a catalog as (scaled image, raw targets); targets may be empty (prediction).
+_Row = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class RegressionData(Dataset[_Row]):
+    """Rows of a catalog as (scaled image, seeing, raw targets); targets may be empty
+    (prediction), and the seeing (each row's PSF FWHM in arcsec, shape (1,)) is empty when
+    ``seeing`` is None.
 
     With ``mask_neighbours`` (prediction only: simulations have no neighbours) every source but
     the central galaxy is replaced by sky noise first (:func:`galclust.data.framing.
@@ -163,6 +177,7 @@ class RegressionData(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         targets: np.ndarray | None = None,
         gain: float = 1.0,
         *,
+        seeing: np.ndarray | None = None,
         mask_neighbours: bool = False,
     ) -> None:
         if mask_neighbours and targets is not None:
@@ -173,12 +188,17 @@ class RegressionData(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             torch.from_numpy(targets) if targets is not None else torch.zeros((len(catalog), 0))
         )
         self.gain = gain
+        self.seeing = (
+            torch.zeros((len(catalog), 0))
+            if seeing is None
+            else torch.tensor(np.asarray(seeing, np.float32).reshape(len(catalog), 1))
+        )
         self.mask_neighbours = mask_neighbours
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> _Row:
         """Row ``i``; an unreadable image becomes all NaN (a NaN prediction, counted)."""
         bands = len(self.scaling.noise)
         try:
@@ -187,7 +207,8 @@ class RegressionData(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             log.warning("cannot read %s (%s); its prediction is NaN", self.images.locs[i], exc)
             size = self.scaling.image_size
             blank = torch.full((bands, size, size), float("nan"))
-            return blank, torch.zeros(1) if self.mask_neighbours else self.targets[i]
+            second = torch.zeros(1) if self.mask_neighbours else self.targets[i]
+            return blank, self.seeing[i], second
         if pixels.ndim != 3 or pixels.shape[0] != bands:
             raise GalclustValueError(
                 f"{self.images.locs[i]} has {pixels.shape[0] if pixels.ndim == 3 else 1} band(s) "
@@ -197,18 +218,18 @@ class RegressionData(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         if self.mask_neighbours:
             pixels, masked = mask_neighbours(np.asarray(pixels, np.float32), seed=i)
             image = torch.from_numpy(self.scaling(pixels, self.gain))
-            return image, torch.tensor([float(masked)])
+            return image, self.seeing[i], torch.tensor([float(masked)])
         image = torch.from_numpy(self.scaling(pixels, self.gain))
-        return image, self.targets[i]
+        return image, self.seeing[i], self.targets[i]
 
 
-def _stack(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    images, targets = zip(*batch, strict=True)
-    return torch.stack(images), torch.stack(targets)
+def _stack(batch: Sequence[_Row]) -> _Row:
+    images, seeing, targets = zip(*batch, strict=True)
+    return torch.stack(images), torch.stack(seeing), torch.stack(targets)
 
 
 def loader(
     data: RegressionData, batch_size: int, workers: int, seed: int | None = None
-) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
-    """(images, targets) batches, shuffled per epoch from ``seed``, or in order."""
+) -> DataLoader[_Row]:
+    """(images, seeing, targets) batches, shuffled per epoch from ``seed``, or in order."""
     return make_loader(data, batch_size, workers, shuffle_seed=seed, collate_fn=_stack)

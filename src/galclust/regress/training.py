@@ -20,13 +20,13 @@ from galclust.exceptions import GalclustFileError, GalclustValueError
 from galclust.models.regressor import VIEWS, RegressorModule
 from galclust.provenance import is_lead
 from galclust.regress.evaluate import calibrate, evaluate, load_regressor
-from galclust.regress.targets import FluxScaling, RegressionData, Targets, loader
+from galclust.regress.targets import FluxScaling, RegressionData, Targets, fit_seeing, loader
 from galclust.simulate import Survey, simulation_survey
 
 log = logging.getLogger(__name__)
 
 
-_FIXED = ("source", "targets", "image_size", "lr", "seed", "augment", "batch_size")
+_FIXED = ("source", "targets", "image_size", "lr", "seed", "augment", "batch_size", "seeing")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,8 @@ class RegressorOptions:
     patience: int = 6  # epochs without a better validation loss before stopping
     seed: int = 0
     augment: bool = True
+    seeing: str = "auto"  # column of each galaxy's PSF FWHM the network is given; auto, none
+    nll_beta: float = 0.25  # each likelihood term weighted by its predicted variance ** this
     views: int = 2  # symmetries of each image a prediction averages over (1, 2, 4 or 8)
     baseline: int = 100  # test galaxies also measured by the classical Sersic fit (0: none)
     workers: int = 2
@@ -139,6 +141,8 @@ def _validate(options: RegressorOptions) -> None:
         raise GalclustValueError("--baseline and --workers must be 0 or more")
     if options.image_size is not None and options.image_size < 16:
         raise GalclustValueError(f"--image-size {options.image_size}: give 16 px or more")
+    if not 0 <= options.nll_beta <= 1:
+        raise GalclustValueError(f"--nll-beta {options.nll_beta}: choose from 0 to 1")
     if options.views not in VIEWS:
         raise GalclustValueError(f"--views {options.views}: choose 1, 2, 4 or 8")
 
@@ -181,6 +185,12 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
             f"{options.source} has {len(rows['train'])} train, {len(rows['val'])} val and "
             f"{len(rows['test'])} test galaxies with finite targets: too few; simulate more"
         )
+    seeing_column = _seeing_column(options, catalog)
+    options = replace(options, seeing=seeing_column or "none")
+    seeing = seeing_spec = None
+    if seeing_column:
+        seeing = catalog[seeing_column].to_numpy(np.float64)
+        seeing_spec = fit_seeing(seeing_column, seeing[rows["train"]])
     noise = _noise(catalog, survey, int(images.shape[0]), options.source)
     scaling = FluxScaling(size, noise)
     run = Path(options.output)
@@ -194,7 +204,12 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
     # a resumed run has the same source, targets and split (checked), so the same standardisation
     targets = targets.fitted(raw[rows["train"]])
     data = {
-        s: RegressionData(catalog.iloc[r].reset_index(drop=True), scaling, raw[r])
+        s: RegressionData(
+            catalog.iloc[r].reset_index(drop=True),
+            scaling,
+            raw[r],
+            seeing=None if seeing is None else seeing[r],
+        )
         for s, r in rows.items()
     }
     state = {"options": asdict(options), "finished": False}
@@ -214,6 +229,8 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
         augment=options.augment,
         scaling=scaling.to_dict(),
         survey=None if survey is None else asdict(survey),
+        seeing=seeing_spec,
+        nll_beta=options.nll_beta,
         seed=options.seed,
     )
     history = History(
@@ -263,6 +280,28 @@ class _EarlyStopping(L.pytorch.callbacks.EarlyStopping):
         patience = self.patience
         super().load_state_dict(state_dict)
         self.patience, self.wait_count, self.stopped_epoch = patience, 0, 0
+
+
+def _seeing_column(options: RegressorOptions, catalog: pd.DataFrame) -> str | None:
+    """The catalog column of the PSF FWHM the network is given, None for pixels only; ``auto``
+    takes ``psf_fwhm`` when the simulation has it."""
+    name = options.seeing
+    if name == "none" or (name == "auto" and "psf_fwhm" not in catalog):
+        return None
+    name = "psf_fwhm" if name == "auto" else name
+    if name not in catalog:
+        raise GalclustValueError(
+            f"--seeing {name!r} is not a column of {options.source}; give the column of each "
+            "galaxy's PSF FWHM in arcsec (psf_fwhm in galclust simulations), or --seeing none"
+        )
+    values = pd.to_numeric(catalog[name], errors="coerce").to_numpy(np.float64)
+    bad = ~(np.isfinite(values) & (values > 0))
+    if bad.any():
+        raise GalclustValueError(
+            f"--seeing {name!r} of {options.source} is not a positive number in {int(bad.sum())} "
+            "rows; give a column of PSF FWHM in arcsec, or --seeing none"
+        )
+    return name
 
 
 def _noise(
