@@ -120,7 +120,7 @@ def test_regressor_shapes_follow_its_parameters() -> None:
         a, _ = told(images, torch.zeros(3, 1))
         b, _ = told(images, torch.ones(3, 1))
     assert a.shape == (3, 5) and not torch.equal(a, b)  # the head sees the condition
-    with pytest.raises(ValueError, match=r"needs \(B, 1\) conditions"):
+    with pytest.raises(ValueError, match=r"needs \(3, 1\) conditions, got None"):
         told(images)
 
 
@@ -247,6 +247,26 @@ def test_resume_continues_and_refuses_other_targets(sims: Path, tmp_path: Path) 
     assert report.epochs == 2
     with pytest.raises(GalclustValueError, match="trained with targets"):
         train_regressor(options(sims, run, epochs=3, resume=True, targets=("hlr",)))
+    with pytest.raises(GalclustValueError, match="trained with seeing='psf_fwhm', not 'none'"):
+        train_regressor(options(sims, run, epochs=3, resume=True, seeing="none"))
+    with pytest.raises(GalclustValueError, match=r"trained with nll_beta=0\.25, not 0\.5"):
+        train_regressor(options(sims, run, epochs=3, resume=True, nll_beta=0.5))
+
+
+def test_a_run_from_before_seeing_and_beta_resumes_as_it_was_trained(
+    sims: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "old"
+    train_regressor(options(sims, run, epochs=1, seeing="none", nll_beta=0.0))
+    state = json.loads((run / "run.json").read_text())
+    for name in ("seeing", "nll_beta"):  # as galclust wrote run.json before these options
+        del state["options"][name]
+    (run / "run.json").write_text(json.dumps(state))
+    with pytest.raises(GalclustValueError, match=r"trained with nll_beta=0\.0, not 0\.25"):
+        train_regressor(options(sims, run, epochs=2, resume=True))
+    report = train_regressor(options(sims, run, epochs=2, resume=True, nll_beta=0.0))
+    assert report.epochs == 2  # --seeing auto took the run's own: none
+    assert load_regressor(run / "checkpoints" / "best.ckpt")[0].hparams["seeing"] is None
 
 
 def test_nan_targets_are_dropped_and_counted(sims: Path, tmp_path: Path) -> None:
@@ -340,6 +360,12 @@ def test_predict_gives_the_network_each_galaxys_seeing(
     assert np.isfinite(gaps.table["hlr"]).all()
     with pytest.raises(GalclustValueError, match=r"--psf-fwhm -1\.0 must be > 0"):
         predict(checkpoint, sims, psf_fwhm=-1.0)
+    with pytest.raises(GalclustValueError, match=r"--psf-fwhm inf must be > 0"):
+        predict(checkpoint, sims, psf_fwhm=math.inf)
+    # --psf-fwhm wins over the catalog's column, and says so
+    override = predict(checkpoint, sims, psf_fwhm=5.0, workers=0)
+    assert "--psf-fwhm 5 used for every galaxy, not column psf_fwhm" in override.notes
+    np.testing.assert_allclose(override.table["hlr"], worse.table["hlr"], rtol=1e-5)
 
 
 def test_seeing_column_is_checked_and_can_be_left_out(sims: Path, tmp_path: Path) -> None:

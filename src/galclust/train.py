@@ -605,9 +605,15 @@ def _changed(
     return [k for k in fixed if k in before and not same(k)]
 
 
-def check_run_folder(run: Path, options: Any, fixed: Sequence[str] = _FIXED) -> Path | None:
+def check_run_folder(
+    run: Path,
+    options: Any,
+    fixed: Sequence[str] = _FIXED,
+    older: dict[str, Any] | None = None,
+) -> Path | None:
     """The checkpoint to resume from, None for a fresh run; refuse to clobber a run, or to
-    resume one with other ``fixed`` options. ``options`` is a dataclass of :class:`RunChoices`."""
+    resume one with other ``fixed`` options. ``options`` is a dataclass of :class:`RunChoices`;
+    ``older`` gives the value of options that a run.json written before they existed lacks."""
     last = run / "checkpoints" / "last.ckpt"
     state = json.loads((run / RUN_FILE).read_text()) if (run / RUN_FILE).is_file() else None
     if options.overwrite:
@@ -628,7 +634,7 @@ def check_run_folder(run: Path, options: Any, fixed: Sequence[str] = _FIXED) -> 
             "finished one), --overwrite to start again, or choose another -o"
         )
     if state is not None:
-        before = state["options"]
+        before = {**(older or {}), **state["options"]}
         now = json.loads(json.dumps(asdict(options)))  # as run.json holds it: lists, not tuples
         changed = _changed(before, now, fixed)
         if changed:

@@ -107,7 +107,10 @@ class Regressor(nn.Module):
         features = self.head[0](self.features(x))  # flattened
         if self.n_conditions:
             if conditions is None or conditions.shape != (len(x), self.n_conditions):
-                raise ValueError(f"this regressor needs (B, {self.n_conditions}) conditions")
+                got = None if conditions is None else tuple(conditions.shape)
+                raise ValueError(
+                    f"this regressor needs ({len(x)}, {self.n_conditions}) conditions, got {got}"
+                )
             features = torch.cat([features, conditions.to(features.dtype)], dim=1)
         out = self.head[1:](features).float()
         mean, logvar = out[:, : self.n_outputs], out[:, self.n_outputs :]
@@ -215,8 +218,13 @@ class RegressorModule(L.LightningModule):
         """``seeing``: (B, 1) PSF FWHM in arcsec, used when the regressor was trained with it."""
         conditions = None
         if self.hparams.get("seeing"):
-            if seeing is None or seeing.shape[-1] != 1:
-                raise ValueError("this regressor takes each galaxy's seeing: (B, 1) PSF FWHM")
+            if seeing is None or seeing.shape != (len(x), 1):
+                got = None if seeing is None else tuple(seeing.shape)
+                raise ValueError(
+                    f"this regressor takes each galaxy's seeing, ({len(x)}, 1) PSF FWHM in "
+                    f"arcsec, got {got}: build its data with RegressionData(..., seeing="
+                    f"catalog[{self.hparams['seeing']['column']!r}])"
+                )
             spec = self.hparams["seeing"]
             conditions = (seeing - spec["mean"]) / spec["std"]
         x = x.contiguous(memory_format=torch.channels_last)

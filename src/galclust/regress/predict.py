@@ -76,6 +76,8 @@ def _seeing(
     median, column = float(spec["median"]), spec["column"]
     if psf_fwhm is not None:
         values = np.full(len(catalog), psf_fwhm)
+        if column in catalog:
+            notes.append(f"--psf-fwhm {psf_fwhm:g} used for every galaxy, not column {column}")
     elif column in catalog:
         values = pd.to_numeric(catalog[column], errors="coerce").to_numpy(np.float64, copy=True)
         bad = ~(np.isfinite(values) & (values > 0))
@@ -142,7 +144,7 @@ def predict(
     start = time.perf_counter()
     if pixel_scale is not None and not pixel_scale > 0:
         raise GalclustValueError(f"--pixel-scale {pixel_scale} must be > 0 (arcsec per pixel)")
-    if psf_fwhm is not None and not psf_fwhm > 0:
+    if psf_fwhm is not None and not (np.isfinite(psf_fwhm) and psf_fwhm > 0):
         raise GalclustValueError(f"--psf-fwhm {psf_fwhm} must be > 0 (arcsec)")
     if batch_size < 1 or workers < 0:
         raise GalclustValueError(

@@ -26,7 +26,10 @@ from galclust.simulate import Survey, simulation_survey
 log = logging.getLogger(__name__)
 
 
-_FIXED = ("source", "targets", "image_size", "lr", "seed", "augment", "batch_size", "seeing")
+_FIXED = ("source", "targets", "image_size", "lr", "seed", "augment", "batch_size", "seeing",
+          "nll_beta")  # fmt: skip
+#: What runs trained before an option existed did: no seeing, the plain likelihood.
+_OLDER = {"seeing": "none", "nll_beta": 0.0}
 
 
 @dataclass(frozen=True)
@@ -185,16 +188,17 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
             f"{options.source} has {len(rows['train'])} train, {len(rows['val'])} val and "
             f"{len(rows['test'])} test galaxies with finite targets: too few; simulate more"
         )
-    seeing_column = _seeing_column(options, catalog)
+    run = Path(options.output)
+    if options.seeing == "auto" and options.resume:  # as the run was trained
+        options = replace(options, seeing=_stored(run, "seeing") or "auto")
+    seeing_column, seeing = _seeing_column(options, catalog)
     options = replace(options, seeing=seeing_column or "none")
-    seeing = seeing_spec = None
-    if seeing_column:
-        seeing = catalog[seeing_column].to_numpy(np.float64)
+    seeing_spec = None
+    if seeing_column and seeing is not None:
         seeing_spec = fit_seeing(seeing_column, seeing[rows["train"]])
     noise = _noise(catalog, survey, int(images.shape[0]), options.source)
     scaling = FluxScaling(size, noise)
-    run = Path(options.output)
-    resume_from = check_run_folder(run, options, _FIXED) if is_lead() else None
+    resume_from = check_run_folder(run, options, _FIXED, _OLDER) if is_lead() else None
     if not is_lead():
         last = run / "checkpoints" / "last.ckpt"
         resume_from = last if options.resume and last.exists() else None
@@ -234,8 +238,9 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
         seed=options.seed,
     )
     history = History(
-        run, len(data["train"]), ("loss", "mse"), "loss (Gaussian NLL of standardised targets)"
-    )
+        run, len(data["train"]), ("loss", "mse"),
+        f"loss (Gaussian NLL of standardised targets, beta {options.nll_beta:g})",
+    )  # fmt: skip
     stopping = _EarlyStopping("val_loss", patience=options.patience, mode="min")
     describe = (
         f"training a regressor of {', '.join(names)} on {len(data['train'])} galaxies "
@@ -282,12 +287,23 @@ class _EarlyStopping(L.pytorch.callbacks.EarlyStopping):
         self.patience, self.wait_count, self.stopped_epoch = patience, 0, 0
 
 
-def _seeing_column(options: RegressorOptions, catalog: pd.DataFrame) -> str | None:
-    """The catalog column of the PSF FWHM the network is given, None for pixels only; ``auto``
-    takes ``psf_fwhm`` when the simulation has it."""
+def _stored(run: Path, name: str) -> Any:
+    """Option ``name`` of the run in ``run`` (as it was trained), None if there is none."""
+    try:
+        state = json.loads((run / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return {**_OLDER, **state.get("options", {})}.get(name)
+
+
+def _seeing_column(
+    options: RegressorOptions, catalog: pd.DataFrame
+) -> tuple[str | None, np.ndarray | None]:
+    """The catalog column of the PSF FWHM the network is given and its values, (None, None)
+    for pixels only; ``auto`` takes ``psf_fwhm`` when the simulation has it."""
     name = options.seeing
     if name == "none" or (name == "auto" and "psf_fwhm" not in catalog):
-        return None
+        return None, None
     name = "psf_fwhm" if name == "auto" else name
     if name not in catalog:
         raise GalclustValueError(
@@ -301,7 +317,7 @@ def _seeing_column(options: RegressorOptions, catalog: pd.DataFrame) -> str | No
             f"--seeing {name!r} of {options.source} is not a positive number in {int(bad.sum())} "
             "rows; give a column of PSF FWHM in arcsec, or --seeing none"
         )
-    return name
+    return name, values
 
 
 def _noise(
