@@ -69,6 +69,9 @@ def test_report_of_the_demo_has_every_stage_and_image(demo: tuple[Path, str]) ->
     assert page.count("data:image/png;base64,") >= 14
     assert "http://" not in page and "https://" not in page  # nothing fetched when viewed
     assert "labels against raw-pixel k-means" in page
+    # the regressor's run options, with what it was given beside the pixels
+    assert re.search(r"<td[^>]*>seeing</td><td[^>]*>psf_fwhm</td>", page)
+    assert re.search(r"<td[^>]*>nll_beta</td><td[^>]*>0\.25</td>", page)
 
 
 def test_partial_and_empty_runs(demo: tuple[Path, str], tmp_path: Path) -> None:

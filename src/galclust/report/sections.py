@@ -220,6 +220,10 @@ def cluster(page: Page, stage: Stage) -> str:
     return "".join(parts)
 
 
+_REGRESS_OPTIONS = ("targets", "image_size", "epochs", "batch_size", "seeing", "nll_beta", "views",
+                    "source")  # fmt: skip
+
+
 def regress(page: Page, stage: Stage) -> str:
     folder = stage.path
     options = stage.info.get("options", {})
@@ -227,7 +231,7 @@ def regress(page: Page, stage: Stage) -> str:
     parts.append(
         pairs(
             (key, ", ".join(options[key]) if isinstance(options[key], list) else options[key])
-            for key in ("targets", "image_size", "epochs", "batch_size", "source")
+            for key in _REGRESS_OPTIONS
             if key in options
         )
     )
