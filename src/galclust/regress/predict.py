@@ -17,7 +17,7 @@ from galclust.catalog.schema import write_catalog
 from galclust.data.dataset import open_source
 from galclust.exceptions import GalclustValueError
 from galclust.regress.evaluate import Calibration, infer, load_regressor
-from galclust.regress.targets import FluxScaling, RegressionData, Targets
+from galclust.regress.targets import FluxScaling, RegressionData, Targets, positive_values
 from galclust.simulate import simulation_survey
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,8 @@ def _seeing(
         if column in catalog:
             notes.append(f"--psf-fwhm {psf_fwhm:g} used for every galaxy, not column {column}")
     elif column in catalog:
-        values = pd.to_numeric(catalog[column], errors="coerce").to_numpy(np.float64, copy=True)
-        bad = ~(np.isfinite(values) & (values > 0))
+        values = positive_values(catalog, column)
+        bad = np.isnan(values)
         if bad.any():
             values[bad] = median
             notes.append(
@@ -93,7 +93,7 @@ def _seeing(
             f"no {column} column: assumed the training median seeing, {median:.3g} arcsec, for "
             "every galaxy (give --psf-fwhm, or the column, for better sizes and shapes)"
         )
-    low, high = spec.get("min", -np.inf), spec.get("max", np.inf)
+    low, high = spec["min"], spec["max"]
     outside = int(((values < low) | (values > high)).sum())
     if outside:
         notes.append(

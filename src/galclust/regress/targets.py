@@ -120,6 +120,13 @@ class Targets:
         return cls(tuple(values["names"]), tuple(values["mean"]), tuple(values["std"]))
 
 
+def positive_values(table: pd.DataFrame, column: str) -> np.ndarray:
+    """``column`` as float64 (a copy), NaN where it is not a positive number."""
+    values = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64, copy=True)
+    values[~(np.isfinite(values) & (values > 0))] = np.nan
+    return values
+
+
 def fit_seeing(column: str, values: np.ndarray) -> dict[str, Any]:
     """How a regressor is told the seeing: the catalog ``column`` of PSF FWHM (arcsec) and its
     training ``mean``, ``std``, ``median``, ``min`` and ``max``."""

@@ -20,7 +20,14 @@ from galclust.exceptions import GalclustFileError, GalclustValueError
 from galclust.models.regressor import VIEWS, RegressorModule
 from galclust.provenance import is_lead
 from galclust.regress.evaluate import calibrate, evaluate, load_regressor
-from galclust.regress.targets import FluxScaling, RegressionData, Targets, fit_seeing, loader
+from galclust.regress.targets import (
+    FluxScaling,
+    RegressionData,
+    Targets,
+    fit_seeing,
+    loader,
+    positive_values,
+)
 from galclust.simulate import Survey, simulation_survey
 
 log = logging.getLogger(__name__)
@@ -191,11 +198,9 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
     run = Path(options.output)
     if options.seeing == "auto" and options.resume:  # as the run was trained
         options = replace(options, seeing=_stored(run, "seeing") or "auto")
-    seeing_column, seeing = _seeing_column(options, catalog)
-    options = replace(options, seeing=seeing_column or "none")
-    seeing_spec = None
-    if seeing_column and seeing is not None:
-        seeing_spec = fit_seeing(seeing_column, seeing[rows["train"]])
+    seeing = _seeing_column(options, catalog)
+    options = replace(options, seeing=seeing[0] if seeing else "none")
+    seeing_spec = fit_seeing(seeing[0], seeing[1][rows["train"]]) if seeing else None
     noise = _noise(catalog, survey, int(images.shape[0]), options.source)
     scaling = FluxScaling(size, noise)
     resume_from = check_run_folder(run, options, _FIXED, _OLDER) if is_lead() else None
@@ -212,7 +217,7 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
             catalog.iloc[r].reset_index(drop=True),
             scaling,
             raw[r],
-            seeing=None if seeing is None else seeing[r],
+            seeing=seeing[1][r] if seeing else None,
         )
         for s, r in rows.items()
     }
@@ -298,20 +303,20 @@ def _stored(run: Path, name: str) -> Any:
 
 def _seeing_column(
     options: RegressorOptions, catalog: pd.DataFrame
-) -> tuple[str | None, np.ndarray | None]:
-    """The catalog column of the PSF FWHM the network is given and its values, (None, None)
-    for pixels only; ``auto`` takes ``psf_fwhm`` when the simulation has it."""
+) -> tuple[str, np.ndarray] | None:
+    """The catalog column of the PSF FWHM the network is given and its values, None for
+    pixels only; ``auto`` takes ``psf_fwhm`` when the simulation has it."""
     name = options.seeing
     if name == "none" or (name == "auto" and "psf_fwhm" not in catalog):
-        return None, None
+        return None
     name = "psf_fwhm" if name == "auto" else name
     if name not in catalog:
         raise GalclustValueError(
             f"--seeing {name!r} is not a column of {options.source}; give the column of each "
             "galaxy's PSF FWHM in arcsec (psf_fwhm in galclust simulations), or --seeing none"
         )
-    values = pd.to_numeric(catalog[name], errors="coerce").to_numpy(np.float64)
-    bad = ~(np.isfinite(values) & (values > 0))
+    values = positive_values(catalog, name)
+    bad = np.isnan(values)
     if bad.any():
         raise GalclustValueError(
             f"--seeing {name!r} of {options.source} is not a positive number in {int(bad.sum())} "
