@@ -20,7 +20,14 @@ from galclust.cli import main
 from galclust.data.pack import PackOptions, pack
 from galclust.data.transforms import symmetry
 from galclust.exceptions import GalclustFileError, GalclustValueError
-from galclust.models.regressor import Regressor, gaussian_nll, turn_targets
+from galclust.models.regressor import (
+    Regressor,
+    RegressorModule,
+    aperture_masks,
+    aperture_photometry,
+    gaussian_nll,
+    turn_targets,
+)
 from galclust.regress import (
     Calibration,
     FluxScaling,
@@ -36,7 +43,7 @@ from galclust.regress.evaluate import infer
 from galclust.regress.targets import RegressionData
 from galclust.regress.training import RegressorReport
 from galclust.simulate import SimulateOptions, simulate
-from galclust.train import TrainOptions, train_vae
+from galclust.train import TrainOptions, ema_average, train_vae
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -122,6 +129,20 @@ def test_regressor_shapes_follow_its_parameters() -> None:
     assert a.shape == (3, 5) and not torch.equal(a, b)  # the head sees the condition
     with pytest.raises(ValueError, match=r"needs \(3, 1\) conditions, got None"):
         told(images)
+    # the last two conditions are measurements: standardised, and also a linear path to the
+    # outputs, so that a mean can follow them exactly
+    measuring = Regressor(in_channels=2, image_size=48, n_outputs=5, n_conditions=3, n_measured=2)
+    with torch.no_grad():
+        measuring.head[-1].weight.zero_()
+        measuring.head[-1].bias.zero_()
+        measuring.direct.weight.zero_()
+        measuring.direct.weight[0, 1] = 1.0  # the first mean is the second measurement
+        measuring.direct.bias.zero_()
+        measured = torch.tensor([[0.0, 1.0, 4.0], [5.0, 2.0, 5.0], [-3.0, 3.0, 6.0]])
+        mean, _ = measuring.eval()(images, measured)
+    torch.testing.assert_close(mean[:, 0], torch.tensor([4.0, 5.0, 6.0]))
+    with pytest.raises(ValueError, match="n_measured 2 must be from 0 to n_conditions"):
+        Regressor(n_conditions=1, n_measured=2)
 
 
 def test_beta_nll_stops_a_large_variance_from_muting_an_output() -> None:
@@ -170,8 +191,10 @@ def test_train_regressor_writes_scores_plots_and_calibrated_checkpoint(
     assert run_state["options"]["seeing"] == "psf_fwhm"
     catalog = pd.read_parquet(sims / "catalog.parquet")
     train = catalog.loc[catalog["split"] == "train", "psf_fwhm"]
-    seeing = load_regressor(trained / "checkpoints" / "best.ckpt")[0].hparams["seeing"]
+    module = load_regressor(trained / "checkpoints" / "best.ckpt")[0]
+    seeing = module.hparams["seeing"]
     assert seeing["column"] == "psf_fwhm" and seeing["median"] == pytest.approx(train.median())
+    assert module.model.n_conditions == 1 + 3 * 4  # the seeing, 4 apertures in each of 3 bands
     assert (seeing["min"], seeing["max"]) == pytest.approx((train.min(), train.max()))
 
 
@@ -200,6 +223,81 @@ def test_averaged_views_turn_with_the_image(trained: Path, sims: Path) -> None:
         train_regressor(options(sims, trained.parent / "v", views=3))
     with pytest.raises(GalclustValueError, match=r"--nll-beta 2\.0: choose from 0 to 1"):
         train_regressor(options(sims, trained.parent / "v", nll_beta=2.0))
+
+
+def test_aperture_photometry_is_each_bands_flux_over_its_noise() -> None:
+    rng = np.random.default_rng(3)
+    noise = (0.5, 1.0, 4.0)
+    yy, xx = np.mgrid[:32, :32]
+    galaxy = 3000 * np.exp(-((yy - 15.5) ** 2 + (xx - 15.5) ** 2) / 8.0)
+    pixels = np.stack(
+        [galaxy * b + rng.normal(0, n, galaxy.shape) for b, n in zip((1, 2, 5), noise, strict=True)]
+    )
+    scaled = torch.from_numpy(FluxScaling(32, noise)(pixels))[None]
+    masks = aperture_masks(32)
+    assert masks.shape == (4, 32, 32)  # the image, then circles of radius 8, 4 and 2 px
+    assert masks[0].sum() == 32 * 32 and masks[1].sum() == pytest.approx(math.pi * 8**2, rel=0.05)
+    got = aperture_photometry(scaled, masks).reshape(3, 4).numpy()
+    for band in range(3):
+        for k, mask in enumerate(masks.numpy()):
+            snr = (pixels[band] * mask).sum() / (noise[band] * math.sqrt(mask.sum()))
+            assert got[band, k] == pytest.approx(math.asinh(snr) / 5, rel=1e-4)
+    for s in range(8):  # the same whichever way the image lies
+        torch.testing.assert_close(
+            aperture_photometry(symmetry(scaled, s), masks),
+            torch.from_numpy(got.reshape(1, -1)),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+
+def test_the_network_starts_from_the_photometrys_least_squares_fit(sims: Path) -> None:
+    catalog = pd.read_parquet(sims / "catalog.parquet")
+    targets = Targets(("mag_r", "hlr")).fitted(Targets(("mag_r", "hlr")).raw(catalog))
+    scaling = FluxScaling(32, (0.004, 0.006, 0.015))
+    module = RegressorModule(3, 32, targets=targets.to_dict(), apertures=True).eval()
+    raw = targets.raw(catalog)
+    data = RegressionData(catalog, scaling, raw)
+    images = torch.stack([data[i][0] for i in range(len(data))])
+    module.start_from_photometry(module.photometry(images), torch.from_numpy(raw))
+    with torch.no_grad():  # the linear path alone
+        module.model.head[-1].weight.zero_()
+        module.model.head[-1].bias.zero_()
+        mean, sigma = module.predict_raw(images)
+    error = mean.numpy() - raw
+    spread = raw.std(0)
+    assert np.sqrt((error[:, 0] ** 2).mean()) < 0.1 * spread[0]  # a magnitude from the fluxes
+    rmse = np.sqrt((error**2).mean(0))
+    np.testing.assert_allclose(sigma.numpy().mean(0), rmse, rtol=0.05)  # the fit's scatter
+    with pytest.raises(ValueError, match=r"not given aperture photometry \(apertures=False\)"):
+        plain = RegressorModule(3, 32, targets=targets.to_dict())
+        plain.start_from_photometry(module.photometry(images), torch.from_numpy(raw))
+
+
+def test_the_moving_average_warms_up_then_follows_the_weights_slowly() -> None:
+    average = ema_average(0.999)
+    weights, counter = torch.zeros(3), torch.tensor(0)
+    average([weights, counter], [torch.ones(3), torch.tensor(7)], torch.tensor(1))
+    # at the first update after the copy, the decay is (1 + 1) / (10 + 1): mostly the new weights
+    torch.testing.assert_close(weights, torch.full((3,), 9 / 11))
+    assert int(counter) == 7
+    average([weights], [torch.full((3,), 2.0)], torch.tensor(10**6))  # the decay is 0.999 now
+    torch.testing.assert_close(weights, torch.full((3,), 0.999 * 9 / 11 + 0.001 * 2))
+
+
+def test_checkpoints_keep_the_averaged_weights_and_those_being_trained(
+    trained: Path, sims: Path, tmp_path: Path
+) -> None:
+    for name in ("best.ckpt", "last.ckpt"):
+        checkpoint = torch.load(trained / "checkpoints" / name, weights_only=True)
+        averaged, current = checkpoint["state_dict"], checkpoint["current_model_state"]
+        assert averaged.keys() == current.keys()
+        assert not all(torch.equal(averaged[k], current[k]) for k in averaged)
+    plain = tmp_path / "plain"
+    train_regressor(options(sims, plain, epochs=1, ema=0.0))
+    assert "current_model_state" not in torch.load(plain / "checkpoints" / "last.ckpt")
+    with pytest.raises(GalclustValueError, match=r"--ema 1\.0: give a decay from 0"):
+        train_regressor(options(sims, tmp_path / "e", ema=1.0))
 
 
 def test_calibration_removes_a_mean_error_measured_on_the_validation_split(
@@ -251,22 +349,33 @@ def test_resume_continues_and_refuses_other_targets(sims: Path, tmp_path: Path) 
         train_regressor(options(sims, run, epochs=3, resume=True, seeing="none"))
     with pytest.raises(GalclustValueError, match=r"trained with nll_beta=0\.25, not 0\.5"):
         train_regressor(options(sims, run, epochs=3, resume=True, nll_beta=0.5))
+    with pytest.raises(GalclustValueError, match=r"trained with ema=0\.999, not 0\.0"):
+        train_regressor(options(sims, run, epochs=3, resume=True, ema=0.0))
 
 
 def test_a_run_from_before_seeing_and_beta_resumes_as_it_was_trained(
     sims: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "old"
-    train_regressor(options(sims, run, epochs=1, seeing="none", nll_beta=0.0))
+    old = {"seeing": "none", "nll_beta": 0.0, "ema": 0.0, "apertures": False}
+    train_regressor(options(sims, run, epochs=1, **old))
     state = json.loads((run / "run.json").read_text())
-    for name in ("seeing", "nll_beta"):  # as galclust wrote run.json before these options
+    for name in old:  # as galclust wrote run.json before these options
         del state["options"][name]
     (run / "run.json").write_text(json.dumps(state))
     with pytest.raises(GalclustValueError, match=r"trained with nll_beta=0\.0, not 0\.25"):
         train_regressor(options(sims, run, epochs=2, resume=True))
-    report = train_regressor(options(sims, run, epochs=2, resume=True, nll_beta=0.0))
+    with pytest.raises(GalclustValueError, match=r"trained with ema=0\.0, not 0\.999"):
+        train_regressor(options(sims, run, epochs=2, resume=True, nll_beta=0.0))
+    with pytest.raises(GalclustValueError, match=r"trained with apertures=False, not True"):
+        train_regressor(options(sims, run, epochs=2, resume=True, nll_beta=0.0, ema=0.0))
+    report = train_regressor(
+        options(sims, run, epochs=2, resume=True, nll_beta=0.0, ema=0.0, apertures=False)
+    )
     assert report.epochs == 2  # --seeing auto took the run's own: none
-    assert load_regressor(run / "checkpoints" / "best.ckpt")[0].hparams["seeing"] is None
+    module = load_regressor(run / "checkpoints" / "best.ckpt")[0]
+    assert module.hparams["seeing"] is None
+    assert module.model.n_conditions == 0
 
 
 def test_nan_targets_are_dropped_and_counted(sims: Path, tmp_path: Path) -> None:

@@ -72,6 +72,16 @@ def add_regressor(train_sub: argparse._SubParsersAction[_Parser]) -> None:
         "hard output such as q; 1 weights errors as a squared error does (default: 0.25)",
     )  # fmt: skip
     p.add_argument(
+        "--no-apertures", action="store_true",
+        help="pixels only: do not also give the network each band's flux in four apertures (the "
+        "whole image and circles of 1/4, 1/8 and 1/16 of its size), summed from linear pixels",
+    )  # fmt: skip
+    p.add_argument(
+        "--ema", type=float, default=0.999, metavar="DECAY",
+        help="validate and keep an exponential moving average of the weights with this decay "
+        "per step, 0 for the weights as trained (default: 0.999)",
+    )  # fmt: skip
+    p.add_argument(
         "--views", type=int, default=2, choices=(1, 2, 4, 8),
         help="predictions average the image's symmetries: 2 = it and its mirror image (magnitude "
         "errors 3-6%% smaller on the default simulation, for twice the time); 4 = quarter "
@@ -106,6 +116,8 @@ def _run_regressor(args: argparse.Namespace) -> int:
         augment=not args.no_augment,
         seeing=args.seeing,
         nll_beta=args.nll_beta,
+        ema=args.ema,
+        apertures=not args.no_apertures,
         views=args.views,
         baseline=args.baseline,
         workers=args.workers,

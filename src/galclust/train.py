@@ -450,6 +450,36 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             ) from exc
 
 
+def ema_average(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], Any], None]:
+    """The update of an exponential moving average of tensors, as
+    :class:`torch.optim.swa_utils.AveragedModel` calls it (``multi_avg_fn``) at its update
+    ``n`` (1, 2, ...). The decay rises as (1 + n) / (10 + n), up to ``decay``, so that the
+    average of a short run is of its last steps, not of its first. Counters (batch norm's
+    ``num_batches_tracked``) are copied."""
+
+    @torch.no_grad()
+    def average(averaged: list[torch.Tensor], current: list[torch.Tensor], n: Any) -> None:
+        weight = 1.0 - min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        for mean, now in zip(averaged, current, strict=True):
+            if mean.is_floating_point():
+                mean.lerp_(now, weight)
+            else:
+                mean.copy_(now)
+
+    return average
+
+
+class WeightEMA(L.pytorch.callbacks.WeightAveraging):
+    """An exponential moving average of the weights and batch-norm statistics
+    (:func:`ema_average`), updated after each optimiser step. Lightning's callback validates
+    it and saves it in the checkpoints' ``state_dict`` in place of the weights being trained
+    (which it keeps beside, for ``--resume``). The weights of the last steps scatter about the
+    minimum; their average lies nearer it."""
+
+    def __init__(self, decay: float) -> None:
+        super().__init__(multi_avg_fn=ema_average(decay))
+
+
 # --- running -------------------------------------------------------------------------------------
 
 

@@ -5,7 +5,9 @@ pixels sample the PSF finely, so this loses little and quarters the cost), four 
 and a small head that gives, for every output, a mean and a log-variance. Shapes follow from
 ``in_channels``, ``image_size`` and ``n_outputs``. The head can also be told per-galaxy numbers
 that the pixels do not hold, such as the seeing (``n_conditions``): a barely resolved galaxy's
-size and shape follow from its image only once the PSF's size is known.
+size and shape follow from its image only once the PSF's size is known. The last of those
+numbers may be measurements of the image (``n_measured``), such as its aperture photometry
+(:func:`aperture_photometry`), which also have a linear path to the outputs.
 
 :class:`RegressorModule` trains it with the Gaussian negative log-likelihood of standardised
 targets, each term weighted by its predicted variance to the power ``nll_beta`` (so that a hard
@@ -35,6 +37,11 @@ VIEWS = {1: (0,), 2: (0, 4), 4: (0, 1, 2, 3), 8: tuple(range(8))}
 #: Marks a checkpoint as a galclust regressor, checked when one is loaded.
 CHECKPOINT_KIND = "galclust-regressor"
 _LOGVAR = (-12.0, 6.0)  # clamp of the predicted log-variance of standardised targets
+#: Network input = asinh(flux / sky noise) / ASINH_NORM per pixel: a bright core ends near 1-2.
+ASINH_NORM = 5.0
+#: Radii of the circular apertures of :func:`aperture_photometry`, as fractions of the image
+#: size; the whole image is one more aperture.
+APERTURE_RADII = (1 / 4, 1 / 8, 1 / 16)
 
 
 def _block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
@@ -69,6 +76,9 @@ class Regressor(nn.Module):
     """Images (B, in_channels, image_size, image_size) -> (mean, log-variance), each
     (B, n_outputs), in standardised target units."""
 
+    measured_mean: torch.Tensor  # buffers (with n_measured): the measurements' standardisation
+    measured_std: torch.Tensor
+
     def __init__(
         self,
         in_channels: int = 3,
@@ -76,12 +86,16 @@ class Regressor(nn.Module):
         n_outputs: int = 1,
         width: int = 24,
         n_conditions: int = 0,
+        n_measured: int = 0,
     ) -> None:
         super().__init__()
+        if not 0 <= n_measured <= n_conditions:
+            raise ValueError(f"n_measured {n_measured} must be from 0 to n_conditions")
         if image_size < 16:
             raise ValueError(f"image_size {image_size} < 16")
         self.n_outputs = n_outputs
         self.n_conditions = n_conditions
+        self.n_measured = n_measured
         widths = (width, 2 * width, 4 * width, 8 * width)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 4, stride=2, padding=1, bias=False),
@@ -99,22 +113,63 @@ class Regressor(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(256, 2 * n_outputs),
         )
+        if n_measured:  # standardised, and also mapped linearly to the outputs
+            self.register_buffer("measured_mean", torch.zeros(n_measured))
+            self.register_buffer("measured_std", torch.ones(n_measured))
+            self.direct = nn.Linear(n_measured, 2 * n_outputs)
 
     def forward(
         self, x: torch.Tensor, conditions: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``conditions``: (B, n_conditions), standardised; required when n_conditions > 0."""
+        """``conditions``: (B, n_conditions), required when n_conditions > 0: standardised
+        ones first, then ``n_measured`` measurements of the image (such as its photometry)."""
         features = self.head[0](self.features(x))  # flattened
+        direct = None
         if self.n_conditions:
             if conditions is None or conditions.shape != (len(x), self.n_conditions):
                 got = None if conditions is None else tuple(conditions.shape)
                 raise ValueError(
                     f"this regressor needs ({len(x)}, {self.n_conditions}) conditions, got {got}"
                 )
+            if self.n_measured:  # in float32: a magnitude follows from these to 0.01 mag
+                with torch.autocast(x.device.type, enabled=False):
+                    measured = conditions[:, -self.n_measured :].float() - self.measured_mean
+                    measured = measured / self.measured_std
+                    direct = self.direct(measured)
+                conditions = torch.cat([conditions[:, : -self.n_measured], measured], dim=1)
             features = torch.cat([features, conditions.to(features.dtype)], dim=1)
         out = self.head[1:](features).float()
+        if direct is not None:
+            out = out + direct.float()
         mean, logvar = out[:, : self.n_outputs], out[:, self.n_outputs :]
         return mean, logvar.clamp(*_LOGVAR)
+
+
+def aperture_masks(image_size: int) -> torch.Tensor:
+    """(n_apertures, image_size, image_size) weights of the apertures of
+    :func:`aperture_photometry`: the whole image, then circles of :data:`APERTURE_RADII` about
+    the image centre (symmetric under every flip and quarter turn of the image)."""
+    centre = (image_size - 1) / 2
+    y, x = torch.meshgrid(torch.arange(image_size), torch.arange(image_size), indexing="ij")
+    r = torch.hypot(y - centre, x - centre)
+    circles = [(r <= f * image_size).float() for f in APERTURE_RADII]
+    return torch.stack([torch.ones_like(r), *circles])
+
+
+def aperture_photometry(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """(B, bands * n_apertures) photometry of network inputs ``x`` (B, bands, H, W): in each
+    aperture of ``masks`` (:func:`aperture_masks`) the flux undone from the input scaling, in
+    units of its noise (the flux over sky noise * sqrt(area)), as asinh(S/N) / ASINH_NORM.
+
+    A curve of growth per band, summed in float32 from linear pixels: after the input's
+    asinh, a convolutional network sums a bright galaxy's flux only roughly (a stamp's pixel
+    sum measured magnitudes better than the network did for most galaxies) and a size or
+    concentration follows from these ratios."""
+    with torch.autocast(x.device.type, enabled=False):
+        flux = torch.sinh(ASINH_NORM * x.float()).flatten(2)  # in units of the sky noise
+        weights = masks.flatten(1).to(flux.device)
+        sums = flux @ weights.T / weights.sum(1).sqrt()
+        return (torch.asinh(sums) / ASINH_NORM).flatten(1)
 
 
 def gaussian_nll(
@@ -178,12 +233,15 @@ class RegressorModule(L.LightningModule):
         pixels only.
     nll_beta : float
         The beta of :func:`gaussian_nll` (0: the plain likelihood).
+    apertures : bool
+        Also give the network the :func:`aperture_photometry` of each image in every band.
     seed : int
         Seed of the augmentations.
     """
 
     mean: torch.Tensor  # buffers: the standardisation of the raw outputs
     std: torch.Tensor
+    masks: torch.Tensor  # the apertures (not saved: they follow from the image size)
 
     def __init__(
         self,
@@ -198,14 +256,19 @@ class RegressorModule(L.LightningModule):
         survey: dict[str, Any] | None = None,
         seeing: dict[str, Any] | None = None,
         nll_beta: float = 0.0,
+        apertures: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         outputs = targets["outputs"]
+        masks = aperture_masks(image_size) if apertures else torch.zeros(0, image_size, image_size)
+        self.register_buffer("masks", masks, persistent=False)
+        measured = in_channels * len(masks)
         self.model = Regressor(
-            in_channels, image_size, len(outputs), n_conditions=int(bool(seeing))
-        )
+            in_channels, image_size, len(outputs), n_conditions=int(bool(seeing)) + measured,
+            n_measured=measured,
+        )  # fmt: skip
         self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.cos_like = [i for i, name in enumerate(outputs) if name in ("pa_cos", "e1")]
         self.sin_like = [i for i, name in enumerate(outputs) if name in ("pa_sin", "e2")]
@@ -216,7 +279,7 @@ class RegressorModule(L.LightningModule):
         self, x: torch.Tensor, seeing: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``seeing``: (B, 1) PSF FWHM in arcsec, used when the regressor was trained with it."""
-        conditions = None
+        conditions = []
         if self.hparams.get("seeing"):
             if seeing is None or seeing.shape != (len(x), 1):
                 got = None if seeing is None else tuple(seeing.shape)
@@ -226,9 +289,12 @@ class RegressorModule(L.LightningModule):
                     f"catalog[{self.hparams['seeing']['column']!r}])"
                 )
             spec = self.hparams["seeing"]
-            conditions = (seeing - spec["mean"]) / spec["std"]
+            conditions.append((seeing - spec["mean"]) / spec["std"])
+        if len(self.masks):
+            conditions.append(self.photometry(x))
         x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x, conditions)  # type: ignore[no-any-return]
+        given = torch.cat(conditions, 1) if conditions else None
+        return self.model(x, given)  # type: ignore[no-any-return]
 
     def _step(
         self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], stage: str, batch_idx: int
@@ -260,6 +326,46 @@ class RegressorModule(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "val", batch_idx)
+
+    def photometry(self, x: torch.Tensor) -> torch.Tensor:
+        """The :func:`aperture_photometry` of network inputs ``x`` that the network is given."""
+        return aperture_photometry(x, self.masks)
+
+    @torch.no_grad()
+    def start_from_photometry(self, photometry: torch.Tensor, raw: torch.Tensor) -> None:
+        """Start the linear path from the aperture photometry to the outputs (see
+        :class:`Regressor`'s ``n_measured``) at the least-squares fit of the standardised
+        targets of training galaxies from their ``photometry`` (:meth:`photometry`) and ``raw``
+        targets (B, outputs), each log-variance at that fit's residual variance. The
+        photometry is standardised by its mean and standard deviation there, fixed from then on
+        (batch statistics would move the fit's outputs from batch to batch), and the last
+        layer of the rest of the network is scaled down tenfold, so that it first adds little.
+
+        The network then learns what photometry misses instead of first finding how a
+        magnitude follows from a sum of fluxes (at a learning rate that moves weights by about
+        1e-3 a step, a slow search). (A last layer of zeros instead let Adam's first steps
+        silence every hidden unit of the head: the network stopped learning.)"""
+        model = self.model
+        if not model.n_measured:
+            raise ValueError("this regressor is not given aperture photometry (apertures=False)")
+        measured = photometry.double()
+        mean, std = measured.mean(0), measured.std(0).clamp_min(1e-6)
+        model.measured_mean.copy_(mean)
+        model.measured_std.copy_(std)
+        z = (measured - mean) / std
+        design = torch.cat([z, torch.ones(len(z), 1, dtype=z.dtype)], dim=1)
+        target = ((raw.to(self.mean) - self.mean) / self.std).double()
+        solution = torch.linalg.lstsq(design, target).solution  # (n_measured + 1, outputs)
+        residual = (target - design @ solution).var(0).clamp_min(1e-6)
+        n = model.n_outputs
+        model.direct.weight[:n] = solution[:-1].T.float()
+        model.direct.bias[:n] = solution[-1].float()
+        model.direct.weight[n:] = 0.0
+        model.direct.bias[n:] = residual.log().float()
+        last = model.head[-1]
+        assert isinstance(last, nn.Linear)
+        last.weight.mul_(0.1)
+        last.bias.zero_()
 
     def predict_raw(
         self, images: torch.Tensor, views: int = 1, seeing: torch.Tensor | None = None

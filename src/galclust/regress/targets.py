@@ -19,12 +19,12 @@ from galclust.data.dataset import ImageDataset
 from galclust.data.framing import mask_neighbours
 from galclust.data.transforms import finite_pixels, fit_to_size
 from galclust.exceptions import GalclustValueError
+from galclust.models.regressor import ASINH_NORM
 from galclust.train import make_loader
 
 log = logging.getLogger(__name__)
 
 
-_ASINH_NORM = 5.0  # asinh(flux / noise) / this: a bright core ends near 1-2
 _LOG_NAMES = ("sersic_n", "n_bulge", "n_disk")
 
 
@@ -153,7 +153,7 @@ class FluxScaling:
         # sky-subtracted (simulations, survey stamps): pad at zero, with the border's noise
         fitted = fit_to_size(finite, self.image_size, sky=0.0) * np.float32(gain)
         noise = np.asarray(self.noise, np.float32)[:, None, None]
-        scaled: np.ndarray = (np.arcsinh(fitted / noise) / _ASINH_NORM).astype(np.float32)
+        scaled: np.ndarray = (np.arcsinh(fitted / noise) / ASINH_NORM).astype(np.float32)
         return scaled
 
     def to_dict(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -13,6 +14,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import pandas as pd
+import torch
 
 from galclust.catalog.schema import atomic_write_text
 from galclust.data.dataset import ImageDataset, open_source
@@ -34,9 +36,10 @@ log = logging.getLogger(__name__)
 
 
 _FIXED = ("source", "targets", "image_size", "lr", "seed", "augment", "batch_size", "seeing",
-          "nll_beta")  # fmt: skip
-#: What runs trained before an option existed did: no seeing, the plain likelihood.
-_OLDER = {"seeing": "none", "nll_beta": 0.0}
+          "nll_beta", "ema", "apertures")  # fmt: skip
+#: What runs trained before an option existed did: no seeing, the plain likelihood, no average,
+#: pixels only.
+_OLDER = {"seeing": "none", "nll_beta": 0.0, "ema": 0.0, "apertures": False}
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class RegressorOptions:
     augment: bool = True
     seeing: str = "auto"  # column of each galaxy's PSF FWHM the network is given; auto, none
     nll_beta: float = 0.25  # each likelihood term weighted by its predicted variance ** this
+    ema: float = 0.999  # decay of the moving average of the weights that is kept; 0: none
+    apertures: bool = True  # give the network each band's aperture photometry too
     views: int = 2  # symmetries of each image a prediction averages over (1, 2, 4 or 8)
     baseline: int = 100  # test galaxies also measured by the classical Sersic fit (0: none)
     workers: int = 2
@@ -153,6 +158,10 @@ def _validate(options: RegressorOptions) -> None:
         raise GalclustValueError(f"--image-size {options.image_size}: give 16 px or more")
     if not 0 <= options.nll_beta <= 1:
         raise GalclustValueError(f"--nll-beta {options.nll_beta}: choose from 0 to 1")
+    if not 0 <= options.ema < 1:
+        raise GalclustValueError(
+            f"--ema {options.ema}: give a decay from 0 (no average) to below 1, e.g. 0.999"
+        )
     if options.views not in VIEWS:
         raise GalclustValueError(f"--views {options.views}: choose 1, 2, 4 or 8")
 
@@ -172,7 +181,7 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
     GalclustFileError
         The run folder holds another run (pass ``resume`` or ``overwrite``).
     """
-    from galclust.train import History, check_run_folder, fit
+    from galclust.train import History, WeightEMA, check_run_folder, fit
 
     start = time.perf_counter()
     _validate(options)
@@ -240,8 +249,11 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
         survey=None if survey is None else asdict(survey),
         seeing=seeing_spec,
         nll_beta=options.nll_beta,
+        apertures=options.apertures,
         seed=options.seed,
     )
+    if options.apertures and resume_from is None:
+        _start_from_photometry(module, data["train"], options.seed)
     history = History(
         run, len(data["train"]), ("loss", "mse"),
         f"loss (Gaussian NLL of standardised targets, beta {options.nll_beta:g})",
@@ -255,7 +267,10 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
         loader(data["train"], options.batch_size, options.workers, options.seed),
         loader(data["val"], options.batch_size, options.workers),
     )
-    trainer = fit(module, options, run, [history, stopping], loaders, resume_from, describe)
+    callbacks: list[L.Callback] = [history, stopping]
+    if options.ema:
+        callbacks.append(WeightEMA(options.ema))
+    trainer = fit(module, options, run, callbacks, loaders, resume_from, describe)
     metrics: dict[str, Any] = {}
     if trainer.is_global_zero:
         best = run / "checkpoints" / "best.ckpt"
@@ -280,6 +295,18 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
         dropped=dropped,
         metrics=metrics,
     )
+
+
+def _start_from_photometry(module: RegressorModule, train: RegressionData, seed: int) -> None:
+    """:meth:`RegressorModule.start_from_photometry` on up to 4,096 training galaxies."""
+    rows = np.random.default_rng(seed).permutation(len(train))[:4096]
+    log.info("fitting the photometry's linear start on %d training galaxies", len(rows))
+    photometry, targets = [], []
+    for chunk in np.array_split(rows, math.ceil(len(rows) / 256)):
+        images, _, raw = zip(*(train[int(i)] for i in chunk), strict=True)
+        photometry.append(module.photometry(torch.stack(images)))
+        targets.append(torch.stack(raw))
+    module.start_from_photometry(torch.cat(photometry), torch.cat(targets))
 
 
 class _EarlyStopping(L.pytorch.callbacks.EarlyStopping):

@@ -220,8 +220,8 @@ def cluster(page: Page, stage: Stage) -> str:
     return "".join(parts)
 
 
-_REGRESS_OPTIONS = ("targets", "image_size", "epochs", "batch_size", "seeing", "nll_beta", "views",
-                    "source")  # fmt: skip
+_REGRESS_OPTIONS = ("targets", "image_size", "epochs", "batch_size", "seeing", "apertures",
+                    "nll_beta", "ema", "views", "source")  # fmt: skip
 
 
 def regress(page: Page, stage: Stage) -> str:
