@@ -348,13 +348,16 @@ class RegressorModule(L.LightningModule):
         model = self.model
         if not model.n_measured:
             raise ValueError("this regressor is not given aperture photometry (apertures=False)")
-        measured = photometry.double()
+        target = ((raw.to(self.mean) - self.mean) / self.std).double()
+        finite = torch.isfinite(photometry).all(1) & torch.isfinite(target).all(1)
+        if int(finite.sum()) < 2:  # unreadable images are NaN: nothing to fit
+            return
+        measured, target = photometry[finite].double(), target[finite]
         mean, std = measured.mean(0), measured.std(0).clamp_min(1e-6)
         model.measured_mean.copy_(mean)
         model.measured_std.copy_(std)
         z = (measured - mean) / std
         design = torch.cat([z, torch.ones(len(z), 1, dtype=z.dtype)], dim=1)
-        target = ((raw.to(self.mean) - self.mean) / self.std).double()
         solution = torch.linalg.lstsq(design, target).solution  # (n_measured + 1, outputs)
         residual = (target - design @ solution).var(0).clamp_min(1e-6)
         n = model.n_outputs
