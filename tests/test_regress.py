@@ -288,6 +288,10 @@ def test_the_moving_average_warms_up_then_follows_the_weights_slowly() -> None:
 def test_checkpoints_keep_the_averaged_weights_and_those_being_trained(
     trained: Path, sims: Path, tmp_path: Path
 ) -> None:
+    # best.ckpt is the epoch whose means were closest on the validation split
+    history = pd.read_csv(trained / "metrics.csv").groupby("epoch")["val_mse"].mean()
+    best = torch.load(trained / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best["epoch"] + 1 == history.idxmin(), history
     for name in ("best.ckpt", "last.ckpt"):
         checkpoint = torch.load(trained / "checkpoints" / name, weights_only=True)
         averaged, current = checkpoint["state_dict"], checkpoint["current_model_state"]

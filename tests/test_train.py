@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,6 +23,7 @@ from galclust.exceptions import GalclustFileError, GalclustValueError, NoImagesF
 from galclust.simulate import SimulateOptions, simulate
 from galclust.train import (
     TrainOptions,
+    fit,
     make_loader,
     resolve_precision,
     split_rows,
@@ -310,3 +312,31 @@ def test_loader_workers_serve_the_batches_of_the_main_process() -> None:
     for a, b in zip(inline, forked, strict=True):
         assert torch.equal(a, b)
     assert torch.equal(torch.cat(inline).sort(dim=0).values, images.sort(dim=0).values)
+
+
+class _Worsening(L.LightningModule):
+    """A module whose validation loss rises every epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return ((self.weight - batch) ** 2).mean()
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self.log("val_loss", float(self.current_epoch), on_epoch=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_last_checkpoint_is_every_epochs_even_without_a_better_best(tmp_path: Path) -> None:
+    options = TrainOptions(source="unused", output=str(tmp_path), epochs=3, accelerator="cpu",
+                           precision="32-true", progress=False)  # fmt: skip
+    data = torch.utils.data.DataLoader(torch.ones(8, 1), batch_size=4)
+    fit(_Worsening(), options, tmp_path, [], (data, data), None, "a test")
+    epoch = {
+        n: torch.load(tmp_path / "checkpoints" / f"{n}.ckpt")["epoch"] for n in ("best", "last")
+    }
+    assert epoch == {"best": 0, "last": 2}  # --resume continues after the third epoch

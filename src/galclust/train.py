@@ -553,23 +553,29 @@ def fit(
     loaders: tuple[DataLoader[Any], DataLoader[Any]],
     resume_from: Path | None,
     describe: str,
+    monitor: str = "val_loss",
 ) -> L.Trainer:
     """Train ``module`` into the run folder ``run``: ``checkpoints/best.ckpt`` (lowest
-    validation loss) and ``last.ckpt``, ``callbacks`` and, where no progress bar is drawn,
-    periodic progress lines; logs ``describe`` with the precision and device first. Ctrl-C
-    raises KeyboardInterrupt (the last checkpoint is kept for ``--resume``)."""
+    ``monitor``, by default the validation loss) and ``last.ckpt``, ``callbacks`` and, where
+    no progress bar is drawn, periodic progress lines; logs ``describe`` with the precision and
+    device first. Ctrl-C raises KeyboardInterrupt (the last checkpoint is kept for
+    ``--resume``)."""
     progress = sys.stderr.isatty() if options.progress is None else options.progress
-    checkpoints = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=run / "checkpoints",
-        filename="best",
-        monitor="val_loss",
-        mode="min",
-        save_top_k=1,
-        save_last=True,
-        save_on_train_epoch_end=True,
-        enable_version_counter=False,
+    best, last = (
+        L.pytorch.callbacks.ModelCheckpoint(
+            dirpath=run / "checkpoints",
+            filename=name,
+            monitor=watched,
+            mode="min",
+            save_top_k=1,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        )
+        # last.ckpt has its own callback (no monitor: every epoch): Lightning's save_last
+        # writes it only in epochs that also improve best.ckpt, and --resume would lose the rest
+        for name, watched in (("best", monitor), ("last", None))
     )
-    callbacks = [*callbacks, checkpoints, *([] if progress else [LogProgress()])]
+    callbacks = [*callbacks, best, last, *([] if progress else [LogProgress()])]
     precision = resolve_precision(options.precision, options.accelerator)
     trainer = trainer_for(options, precision, callbacks, run, progress)
     device = trainer.accelerator.__class__.__name__.replace("Accelerator", "")

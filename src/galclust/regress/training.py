@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 _FIXED = ("source", "targets", "image_size", "lr", "seed", "augment", "batch_size", "seeing",
           "nll_beta", "ema", "apertures")  # fmt: skip
+#: What picks best.ckpt and stops a run: the mean squared error of the standardised means.
+_MONITOR = "val_mse"
 #: What runs trained before an option existed did: no seeing, the plain likelihood, no average,
 #: pixels only.
 _OLDER = {"seeing": "none", "nll_beta": 0.0, "ema": 0.0, "apertures": False}
@@ -258,7 +260,9 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
         run, len(data["train"]), ("loss", "mse"),
         f"loss (Gaussian NLL of standardised targets, beta {options.nll_beta:g})",
     )  # fmt: skip
-    stopping = _EarlyStopping("val_loss", patience=options.patience, mode="min")
+    # the means' error picks the checkpoint: the likelihood on the validation split also
+    # worsens when the variances grow overconfident, which the calibration corrects afterwards
+    stopping = _EarlyStopping(_MONITOR, patience=options.patience, mode="min")
     describe = (
         f"training a regressor of {', '.join(names)} on {len(data['train'])} galaxies "
         f"({len(data['val'])} validation), {size} px, {images.shape[0]} bands"
@@ -270,7 +274,7 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
     callbacks: list[L.Callback] = [history, stopping]
     if options.ema:
         callbacks.append(WeightEMA(options.ema))
-    trainer = fit(module, options, run, callbacks, loaders, resume_from, describe)
+    trainer = fit(module, options, run, callbacks, loaders, resume_from, describe, _MONITOR)
     metrics: dict[str, Any] = {}
     if trainer.is_global_zero:
         best = run / "checkpoints" / "best.ckpt"
