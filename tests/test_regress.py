@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import galsim
+import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,6 +22,7 @@ from galclust.data.pack import PackOptions, pack
 from galclust.data.transforms import symmetry
 from galclust.exceptions import GalclustFileError, GalclustValueError
 from galclust.models.regressor import (
+    WARMUP_STEPS,
     Regressor,
     RegressorModule,
     aperture_masks,
@@ -272,6 +274,33 @@ def test_the_network_starts_from_the_photometrys_least_squares_fit(sims: Path) -
     with pytest.raises(ValueError, match=r"not given aperture photometry \(apertures=False\)"):
         plain = RegressorModule(3, 32, targets=targets.to_dict())
         plain.start_from_photometry(module.photometry(images), torch.from_numpy(raw))
+
+
+def test_the_learning_rate_warms_up_over_the_first_steps() -> None:
+    """The rate rises linearly from lr / WARMUP_STEPS at the first step (at the full rate
+    Adam's first steps silenced most of the head's hidden units), the epoch schedule intact."""
+    targets = {"names": ["mag_r"], "outputs": ["mag_r"], "mean": [0.0], "std": [1.0]}
+    module = RegressorModule(3, 16, targets=targets, lr=1e-2, augment=False)
+    rates: list[float] = []
+
+    class Record(L.Callback):
+        def on_before_optimizer_step(self, trainer: L.Trainer, *_: object) -> None:
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    data = torch.utils.data.TensorDataset(
+        torch.randn(24, 3, 16, 16), torch.zeros(24, 1), torch.randn(24, 1)
+    )
+    trainer = L.Trainer(
+        max_epochs=2, accelerator="cpu", callbacks=[Record()], logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    loader = torch.utils.data.DataLoader(data, batch_size=8)
+    trainer.fit(module, loader, loader)
+    assert len(rates) == 6
+    expected = [1e-2 * (k + 1) / WARMUP_STEPS for k in range(6)]
+    np.testing.assert_allclose(rates[:3], expected[:3], rtol=1e-6)  # epoch 1: the full rate's
+    cosine = 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi / 29))  # epoch 2 of 30
+    np.testing.assert_allclose(rates[3:], [r * cosine for r in expected[3:]], rtol=1e-6)
 
 
 def test_the_moving_average_warms_up_then_follows_the_weights_slowly() -> None:
