@@ -219,7 +219,8 @@ class RegressorModule(L.LightningModule):
         :meth:`galclust.regress.Targets.to_dict`: names, transforms and the standardisation,
         kept in the checkpoint with everything else that prediction needs.
     lr : float
-        Peak AdamW learning rate, decayed along a half cosine to 2% of it at epoch ``epochs``
+        Peak AdamW learning rate, reached linearly over the first :data:`WARMUP_STEPS` steps,
+        decayed along a half cosine to 2% of it at epoch ``epochs``
         (a stable end point: the validation loss of a constant rate jumps from epoch to epoch).
     epochs : int
         Length of the decay; a resumed run with more epochs stretches it.
