@@ -510,6 +510,46 @@ def test_predict_gives_the_network_each_galaxys_seeing(
     np.testing.assert_allclose(override.table["hlr"], worse.table["hlr"], rtol=1e-5)
 
 
+def test_predict_subtracts_each_images_sky_level_from_the_catalog(
+    trained: Path, sims: Path, tmp_path: Path
+) -> None:
+    """Images on a sky pedestal, with their level in column sky (or sky_<band>), are measured
+    as the sky-subtracted originals; the pedestal alone would be measured as galaxy light."""
+    checkpoint = trained / "checkpoints" / "best.ckpt"
+    clean = predict(checkpoint, sims, workers=0).table
+    catalog = pd.read_parquet(sims / "catalog.parquet")
+    levels = np.array([0.004, 0.006, 0.015], np.float32) * 3  # 3 sigma of each band's noise
+    images = np.load(catalog["file_loc"].iloc[0]) + levels[:, None, None]
+    np.save(tmp_path / "raised.npy", images)
+    catalog["file_loc"] = str(tmp_path / "raised.npy")
+    catalog.to_parquet(tmp_path / "no_sky.parquet")
+    catalog["sky"] = float(levels[1])
+    for band, level in zip("grz", levels, strict=True):
+        catalog[f"level_{band}"] = float(level)
+    catalog.to_parquet(tmp_path / "sky.parquet")
+    raised = predict(checkpoint, tmp_path / "no_sky.parquet", workers=0).table
+    assert (raised["mag_r"] < clean["mag_r"] - 0.1).mean() > 0.9  # the pedestal adds light
+    per_band = predict(checkpoint, tmp_path / "sky.parquet", sky="level", workers=0)
+    assert (
+        "sky level subtracted from columns level_g, level_r, level_z (median 0.018 image units "
+        "per pixel)"
+    ) in per_band.notes
+    np.testing.assert_allclose(per_band.table["mag_r"], clean["mag_r"], atol=1e-3)
+    one = predict(checkpoint, tmp_path / "sky.parquet", workers=0)  # column sky: every band
+    assert any(n.startswith("sky level subtracted from column sky (") for n in one.notes)
+    assert not np.allclose(one.table["mag_r"], clean["mag_r"], atol=1e-3)  # g and z are off
+    ignored = predict(checkpoint, tmp_path / "sky.parquet", sky="none", workers=0).table
+    pd.testing.assert_frame_equal(ignored, raised)
+    with pytest.raises(GalclustValueError, match=r"--sky bg: .* no column 'bg' nor bg_g, bg_r"):
+        predict(checkpoint, tmp_path / "sky.parquet", sky="bg", workers=0)
+    catalog.loc[3, "level_z"] = np.nan
+    catalog.to_parquet(tmp_path / "gap.parquet")
+    with pytest.raises(
+        GalclustValueError, match=r"column level_z is not a finite number in 1 rows \(first: "
+    ):
+        predict(checkpoint, tmp_path / "gap.parquet", sky="level", workers=0)
+
+
 def test_seeing_column_is_checked_and_can_be_left_out(sims: Path, tmp_path: Path) -> None:
     with pytest.raises(GalclustValueError, match=r"--seeing 'fwhm' is not a column .* none"):
         train_regressor(options(sims, tmp_path / "x", seeing="fwhm"))

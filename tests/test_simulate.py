@@ -22,6 +22,7 @@ from galclust.simulate import (
     SimulateOptions,
     render,
     simulate,
+    simulation_survey,
 )
 from galclust.simulate.params import draw_params, survey_named
 
@@ -89,6 +90,10 @@ def test_preset_overrides(tmp_path: Path) -> None:
     assert report.catalog["psf_fwhm"].between(1.0, 3.0).all()
     flux = 10 ** (-0.4 * (report.catalog["mag_r"] - 30.0))
     np.testing.assert_allclose(report.catalog["flux_r"], flux)
+    ranges = simulate(small(tmp_path, "ranges", n=30, mag_range=(18.0, 18.5), stamp_range=(9, 12)))
+    assert ranges.catalog["mag_r"].between(18.0, 18.5).all()
+    assert ranges.catalog["stamp_size"].between(9, 12).all()
+    assert simulation_survey(ranges.output).mag_range == (18.0, 18.5)  # type: ignore[union-attr]
 
 
 def test_noiseless_flux_matches_the_magnitude() -> None:
@@ -228,6 +233,9 @@ def test_padding_is_noise_not_zeros(tmp_path: Path) -> None:
         ({"survey": "sdss"}, "--survey 'sdss' is unknown"),
         ({"sky_sigma": (0.01, 0.02)}, "gives 2 values for 3 bands"),
         ({"psf_fwhm": -1.0}, "--psf-fwhm -1.0 must be positive"),
+        ({"mag_range": (27.0, 20.0)}, r"--mag-range 27.0,20.0: .* brightest first"),
+        ({"mag_range": (20.0, float("nan"))}, r"--mag-range 20.0,nan"),
+        ({"stamp_range": (4, 64)}, r"--stamp-sizes 4,64: .* 8 <= min <= max"),
     ],
 )
 def test_bad_options(tmp_path: Path, changes: dict[str, object], message: str) -> None:
@@ -307,10 +315,13 @@ def test_cli_simulate(tmp_path: Path) -> None:
     out = tmp_path / "cli"
     command = [sys.executable, "-m", "galclust", "simulate", "-n", "12", "-o", str(out)]
     result = subprocess.run(
-        [*command, "--size", "32", "--workers", "2"], capture_output=True, text=True, check=False
-    )
+        [*command, "--size", "32", "--workers", "2", "--mag-range", "17,18", "--stamp-sizes",
+         "16,24"], capture_output=True, text=True, check=False,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "simulated 12 galaxies" in result.stdout
+    catalog = pd.read_parquet(out / "catalog.parquet")
+    assert catalog["mag_r"].between(17, 18).all() and catalog["stamp_size"].between(16, 24).all()
     assert (out / "provenance.json").is_file() and (out / "catalog.parquet").is_file()
     again = subprocess.run(command, capture_output=True, text=True, check=False)
     assert again.returncode == 2 and "--overwrite" in again.stderr

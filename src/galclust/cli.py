@@ -191,6 +191,13 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated numbers") from None
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated integers") from None
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
@@ -226,6 +233,16 @@ def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
         "--sky-sigma", type=_floats, metavar="S,S",
         help="Gaussian noise per pixel per band, image units (override the preset's depth)",
     )  # fmt: skip
+    p.add_argument(
+        "--mag-range", type=_floats, metavar="BRIGHT,FAINT",
+        help="magnitudes drawn, uniformly (r band, or the single band; default: the preset's, "
+        "decals 15.5,20.5, hst-cosmos 20,27); reach past the galaxies you will measure",
+    )  # fmt: skip
+    p.add_argument(
+        "--stamp-sizes", type=_ints, default=(64, 256), metavar="MIN,MAX",
+        help="pixels of the random stamps, centre-cropped or noise-padded to --size (default: "
+        "64,256); match your cutouts' sizes",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     _add_workers(p, "processes rendering galaxies")
     p.add_argument(
@@ -259,6 +276,8 @@ def _run_simulate(args: argparse.Namespace) -> int:
         workers=args.workers,
         split=args.split,
         families=args.families,
+        stamp_range=args.stamp_sizes,
+        mag_range=args.mag_range,
         overwrite=args.overwrite,
     )
     report = simulate(options)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from galclust.cli import _add_workers, _Parser, _wrote
+from galclust.cli import _add_workers, _ints, _Parser, _wrote
 
 if TYPE_CHECKING:
     from galclust.train import TrainOptions
@@ -263,13 +263,6 @@ def add_sweep(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="latent sizes (default: 2,8,16,35,64)",
     )  # fmt: skip
     p.set_defaults(run=_run_sweep)
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated integers") from None
 
 
 def _run_sweep(args: argparse.Namespace) -> int:

@@ -169,6 +169,12 @@ def add_predict(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="replace sources detached from the central galaxy by sky noise first (the "
         "regressor learned on isolated galaxies); adds column masked_pixels",
     )  # fmt: skip
+    p.add_argument(
+        "--sky", metavar="COLUMN",
+        help="catalog column of each image's sky level per pixel (image units), subtracted "
+        "first; COLUMN_<band> per band also works (default: column sky if there is one; none: "
+        "the images are sky-subtracted)",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=128, help="default: %(default)s")
     _add_workers(p, "image-reading processes")
     p.set_defaults(run=_run_predict)
@@ -189,6 +195,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         mask_neighbours=args.mask_neighbours,
+        sky=args.sky,
     )
     print(report.summary())
     _wrote(

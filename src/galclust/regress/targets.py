@@ -175,6 +175,8 @@ class RegressionData(Dataset[_Row]):
     With ``mask_neighbours`` (prediction only: simulations have no neighbours) every source but
     the central galaxy is replaced by sky noise first (:func:`galclust.data.framing.
     mask_neighbours`), and the second element of a row is instead the number of pixels replaced.
+    ``sky`` (N, C), in image units per pixel, is subtracted from each row's pixels before all else
+    (prediction on images that are not sky-subtracted; simulations are).
     """
 
     def __init__(
@@ -186,6 +188,7 @@ class RegressionData(Dataset[_Row]):
         *,
         seeing: np.ndarray | None = None,
         mask_neighbours: bool = False,
+        sky: np.ndarray | None = None,
     ) -> None:
         if mask_neighbours and targets is not None:
             raise ValueError("mask_neighbours is for prediction, without targets")
@@ -201,6 +204,7 @@ class RegressionData(Dataset[_Row]):
             else torch.tensor(np.asarray(seeing, np.float32).reshape(len(catalog), 1))
         )
         self.mask_neighbours = mask_neighbours
+        self.sky = None if sky is None else np.asarray(sky, np.float32).reshape(len(catalog), -1)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -222,6 +226,8 @@ class RegressionData(Dataset[_Row]):
                 f"of shape {pixels.shape}, the regressor takes {bands}; remove it from the "
                 "catalog or give images of the training bands"
             )
+        if self.sky is not None:
+            pixels = np.asarray(pixels, np.float32) - self.sky[i][:, None, None]
         if self.mask_neighbours:
             pixels, masked = mask_neighbours(np.asarray(pixels, np.float32), seed=i)
             image = torch.from_numpy(self.scaling(pixels, self.gain))

@@ -84,7 +84,8 @@ class SimulateOptions:
     workers: int = 2
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     families: tuple[str, ...] = FAMILIES
-    stamp_range: tuple[int, int] = (64, 256)
+    stamp_range: tuple[int, int] = (64, 256)  # pixels of the random stamps, before crop or pad
+    mag_range: tuple[float, float] | None = None  # magnitudes drawn (None: the preset's)
     overwrite: bool = False
 
 
@@ -118,8 +119,20 @@ def _validate(options: SimulateOptions) -> Survey:
     if options.size < 16:
         raise GalclustValueError(f"--size {options.size}: images must be at least 16 pixels")
     lo, hi = options.stamp_range
-    if lo < 8 or hi < lo:
-        raise GalclustValueError(f"stamp sizes {lo}-{hi}: need 8 <= min <= max")
+    if len(options.stamp_range) != 2 or lo < 8 or hi < lo:
+        raise GalclustValueError(
+            f"--stamp-sizes {','.join(map(str, options.stamp_range))}: give the smallest and "
+            "largest stamp in pixels, 8 <= min <= max, e.g. --stamp-sizes 16,192"
+        )
+    if options.mag_range is not None and not (
+        len(options.mag_range) == 2
+        and np.isfinite(options.mag_range).all()
+        and options.mag_range[0] < options.mag_range[1]
+    ):
+        raise GalclustValueError(
+            f"--mag-range {','.join(map(str, options.mag_range))}: give the brightest and "
+            "faintest magnitude drawn, brightest first, e.g. --mag-range 20,27"
+        )
     if len(options.split) != 3 or min(options.split) < 0 or abs(sum(options.split) - 1) > 1e-6:
         raise GalclustValueError(
             f"--split {','.join(map(str, options.split))}: give three fractions >= 0 for "
@@ -146,6 +159,7 @@ def _validate(options: SimulateOptions) -> Survey:
         psf_fwhm=options.psf_fwhm,
         zeropoint=options.zeropoint,
         sky_sigma=options.sky_sigma,
+        mag_range=options.mag_range,
     )
     if len(survey.sky_sigma) != len(survey.bands):
         raise GalclustValueError(

@@ -269,7 +269,8 @@ def draw_params(
         red = bool(rng.random() < 0.5)
         colour = _colour(rng, "red" if red else "blue")
         comps = [Component("sersic", 1.0, hlr, n=n, q=q, colour=colour, bulge=red)]
-        mag = float(rng.uniform(survey.mag_range[0] + 2, survey.mag_range[1]))
+        bright, faint = survey.mag_range  # compacts are faint: no brighter than 2 mag below
+        mag = float(rng.uniform(bright + min(2.0, (faint - bright) / 2), faint))
     fwhm = max(
         survey.psf_fwhm + survey.psf_fwhm_scatter * float(rng.standard_normal()),
         0.6 * survey.psf_fwhm,
