@@ -631,6 +631,9 @@ def test_cli_train_regressor_and_predict(
                  "--workers", "0"]) == 0  # fmt: skip
     assert "predicted mag_r, hlr, pa for 160 galaxies" in capsys.readouterr().out
     assert len(pd.read_csv(out)) == 160
+    assert main(["predict", str(trained / "checkpoints" / "best.ckpt"), str(sims), "-o", str(out),
+                 "--workers", "0", "--sky", "bg"]) == 2  # fmt: skip
+    assert "--sky bg: " in capsys.readouterr().err
 
 
 def test_summary_says_when_no_test_galaxy_is_bright_enough() -> None:
