@@ -418,6 +418,11 @@ def test_nan_targets_are_dropped_and_counted(sims: Path, tmp_path: Path) -> None
     report = train_regressor(options(sims, tmp_path / "b", epochs=1, targets=("hlr_bulge",)))
     assert report.dropped == missing
     assert report.train_count + report.val_count + report.test_count == len(catalog) - missing
+    # a seeing column is needed only in the rows kept (here it is missing where the target is)
+    kept = train_regressor(
+        options(sims, tmp_path / "c", epochs=1, targets=("hlr_bulge",), seeing="hlr_bulge")
+    )
+    assert kept.dropped == missing
 
 
 def test_bad_targets_and_splits_are_refused(sims: Path, tmp_path: Path) -> None:

@@ -209,7 +209,7 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
     run = Path(options.output)
     if options.seeing == "auto" and options.resume:  # as the run was trained
         options = replace(options, seeing=_stored(run, "seeing") or "auto")
-    seeing = _seeing_column(options, catalog)
+    seeing = _seeing_column(options, catalog, usable)
     options = replace(options, seeing=seeing[0] if seeing else "none")
     seeing_spec = fit_seeing(seeing[0], seeing[1][rows["train"]]) if seeing else None
     noise = _noise(catalog, survey, int(images.shape[0]), options.source)
@@ -333,10 +333,11 @@ def _stored(run: Path, name: str) -> Any:
 
 
 def _seeing_column(
-    options: RegressorOptions, catalog: pd.DataFrame
+    options: RegressorOptions, catalog: pd.DataFrame, usable: np.ndarray
 ) -> tuple[str, np.ndarray] | None:
     """The catalog column of the PSF FWHM the network is given and its values, None for
-    pixels only; ``auto`` takes ``psf_fwhm`` when the simulation has it."""
+    pixels only; ``auto`` takes ``psf_fwhm`` when the simulation has it. Only the ``usable``
+    rows (those with finite targets) must have a positive value."""
     name = options.seeing
     if name == "none" or (name == "auto" and "psf_fwhm" not in catalog):
         return None
@@ -347,7 +348,7 @@ def _seeing_column(
             "galaxy's PSF FWHM in arcsec (psf_fwhm in galclust simulations), or --seeing none"
         )
     values = positive_values(catalog, name)
-    bad = np.isnan(values)
+    bad = np.isnan(values) & usable
     if bad.any():
         raise GalclustValueError(
             f"--seeing {name!r} of {options.source} is not a positive number in {int(bad.sum())} "
