@@ -236,12 +236,12 @@ def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument(
         "--mag-range", type=_floats, metavar="BRIGHT,FAINT",
         help="magnitudes drawn, uniformly (r band, or the single band; default: the preset's, "
-        "decals 15.5,20.5, hst-cosmos 20,27); reach past the galaxies you will measure",
+        "decals 15.5,20.5, hst-cosmos 19,27); reach past the galaxies you will measure",
     )  # fmt: skip
     p.add_argument(
         "--stamp-sizes", type=_ints, default=(64, 256), metavar="MIN,MAX",
         help="pixels of the random stamps, centre-cropped or noise-padded to --size (default: "
-        "64,256); match your cutouts' sizes",
+        "64,256)",
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     _add_workers(p, "processes rendering galaxies")
