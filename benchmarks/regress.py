@@ -161,7 +161,7 @@ def check_cosmos(checkpoint: Path, work: Path) -> None:
     catalog[["id_str", "file_loc", "sky"]].to_csv(work / "cosmos.csv", index=False)
     catalog["held"], catalog["held_err"] = held_flux(catalog)
     print(f"COSMOS F814W, 100 real stamps, {checkpoint}")
-    for sky in ("none", "sky"):
+    for sky in (None, "sky"):
         result = predict(checkpoint, work / "cosmos.csv", zeropoint=25.94, workers=0, sky=sky)
         merged = result.table.merge(catalog, on="id_str")
         delta = merged["mag_i"] - merged["mag_f814w"]

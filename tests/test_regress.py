@@ -518,8 +518,9 @@ def test_predict_gives_the_network_each_galaxys_seeing(
 def test_predict_subtracts_each_images_sky_level_from_the_catalog(
     trained: Path, sims: Path, tmp_path: Path
 ) -> None:
-    """Images on a sky pedestal, with their level in column sky (or sky_<band>), are measured
-    as the sky-subtracted originals; the pedestal alone would be measured as galaxy light."""
+    """Images on a sky pedestal, with their level in a column named by --sky (or its per-band
+    columns), are measured as the sky-subtracted originals; the pedestal alone would be
+    measured as galaxy light."""
     checkpoint = trained / "checkpoints" / "best.ckpt"
     clean = predict(checkpoint, sims, workers=0).table
     catalog = pd.read_parquet(sims / "catalog.parquet")
@@ -540,11 +541,12 @@ def test_predict_subtracts_each_images_sky_level_from_the_catalog(
         "per pixel)"
     ) in per_band.notes
     np.testing.assert_allclose(per_band.table["mag_r"], clean["mag_r"], atol=1e-3)
-    one = predict(checkpoint, tmp_path / "sky.parquet", workers=0)  # column sky: every band
+    one = predict(checkpoint, tmp_path / "sky.parquet", sky="sky", workers=0)  # every band
     assert any(n.startswith("sky level subtracted from column sky (") for n in one.notes)
     assert not np.allclose(one.table["mag_r"], clean["mag_r"], atol=1e-3)  # g and z are off
-    ignored = predict(checkpoint, tmp_path / "sky.parquet", sky="none", workers=0).table
-    pd.testing.assert_frame_equal(ignored, raised)
+    ignored = predict(checkpoint, tmp_path / "sky.parquet", workers=0)  # only when asked
+    pd.testing.assert_frame_equal(ignored.table, raised)
+    assert any("has a sky column, not subtracted: give --sky sky" in n for n in ignored.notes)
     with pytest.raises(GalclustValueError, match=r"--sky bg: .* no column 'bg' nor bg_g, bg_r"):
         predict(checkpoint, tmp_path / "sky.parquet", sky="bg", workers=0)
     catalog.loc[3, "level_z"] = np.nan

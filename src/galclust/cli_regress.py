@@ -171,9 +171,9 @@ def add_predict(sub: argparse._SubParsersAction[_Parser]) -> None:
     )  # fmt: skip
     p.add_argument(
         "--sky", metavar="COLUMN",
-        help="catalog column of each image's sky level per pixel (image units), subtracted "
-        "first; COLUMN_<band> per band also works (default: column sky if there is one; none: "
-        "the images are sky-subtracted)",
+        help="for images that are not sky-subtracted: the catalog column of each image's sky "
+        "level per pixel (image units), subtracted first; COLUMN_<band> per band also works "
+        "(default: none subtracted)",
     )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=128, help="default: %(default)s")
     _add_workers(p, "image-reading processes")

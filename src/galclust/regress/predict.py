@@ -107,23 +107,25 @@ def _sky(
     catalog: pd.DataFrame, column: str | None, bands: list[str], data: object, notes: list[str]
 ) -> np.ndarray | None:
     """Each row's sky level per band (image units per pixel) to subtract before prediction:
-    ``column`` for every band, else ``column_<band>`` for each band. ``column`` None looks for
-    ``sky``, and is no error when absent; "none" subtracts nothing."""
-    if column is not None and column.lower() == "none":
+    ``column`` for every band, else ``column_<band>`` for each band; None subtracts nothing (a
+    note says so when the catalog has a ``sky`` column, which might be meant)."""
+    if column is None:
+        if "sky" in catalog or any(f"sky_{band}" in catalog for band in bands):
+            notes.append(
+                "the catalog has a sky column, not subtracted: give --sky sky if the images are "
+                "not sky-subtracted"
+            )
         return None
-    name = column or "sky"
-    if name in catalog:
-        names = [name] * max(len(bands), 1)
-    elif bands and all(f"{name}_{band}" in catalog for band in bands):
-        names = [f"{name}_{band}" for band in bands]
-    elif column is None:
-        return None
+    if column in catalog:
+        names = [column] * max(len(bands), 1)
+    elif bands and all(f"{column}_{band}" in catalog for band in bands):
+        names = [f"{column}_{band}" for band in bands]
     else:
-        per_band = ", ".join(f"{name}_{band}" for band in bands)
+        per_band = ", ".join(f"{column}_{band}" for band in bands)
         raise GalclustValueError(
-            f"--sky {name}: {data} has no column {name!r}{f' nor {per_band}' if bands else ''}; "
-            "name the column of each image's sky level per pixel, or leave --sky out for "
-            "sky-subtracted images"
+            f"--sky {column}: {data} has no column {column!r}"
+            f"{f' nor {per_band}' if bands else ''}; name the column of each image's sky level "
+            "per pixel, or leave --sky out for sky-subtracted images"
         )
     values = np.stack(
         [pd.to_numeric(catalog[n], errors="coerce").to_numpy(np.float64) for n in names], axis=1
@@ -169,9 +171,9 @@ def predict(
     range). With ``mask_neighbours``, sources detached from the central galaxy are replaced by sky
     noise first: the regressor learned on isolated galaxies and would otherwise measure a
     neighbour's light with the galaxy's. (Off by default: on the 100 COSMOS stamps, mostly
-    isolated, it changed the magnitude RMSE from 0.217 to 0.223.) Images that are not
-    sky-subtracted get their sky level per pixel (image units) subtracted first from catalog
-    column ``sky`` (or ``sky_<band>`` per band), or the column named by ``sky``; "none" for none.
+    isolated, it changed the magnitude RMSE from 0.217 to 0.223.) For images that are not
+    sky-subtracted, ``sky`` names the catalog column of each image's sky level per pixel (image
+    units; or ``<sky>_<band>`` columns per band), subtracted first.
 
     Returns
     -------
