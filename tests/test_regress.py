@@ -145,6 +145,9 @@ def test_regressor_shapes_follow_its_parameters() -> None:
     torch.testing.assert_close(mean[:, 0], torch.tensor([4.0, 5.0, 6.0]))
     with pytest.raises(ValueError, match="n_measured 2 must be from 0 to n_conditions"):
         Regressor(n_conditions=1, n_measured=2)
+    assert isinstance(Regressor(head_activation="gelu").head[2], torch.nn.GELU)
+    with pytest.raises(ValueError, match="head_activation 'tanh'"):
+        Regressor(head_activation="tanh")
 
 
 def test_beta_nll_stops_a_large_variance_from_muting_an_output() -> None:
@@ -384,6 +387,8 @@ def test_resume_continues_and_refuses_other_targets(sims: Path, tmp_path: Path) 
         train_regressor(options(sims, run, epochs=3, resume=True, nll_beta=0.5))
     with pytest.raises(GalclustValueError, match=r"trained with ema=0\.999, not 0\.0"):
         train_regressor(options(sims, run, epochs=3, resume=True, ema=0.0))
+    with pytest.raises(GalclustValueError, match="trained with head_activation='relu', not 'gelu'"):
+        train_regressor(options(sims, run, epochs=3, resume=True, head_activation="gelu"))
 
 
 def test_a_run_from_before_seeing_and_beta_resumes_as_it_was_trained(
@@ -420,9 +425,12 @@ def test_nan_targets_are_dropped_and_counted(sims: Path, tmp_path: Path) -> None
     assert report.train_count + report.val_count + report.test_count == len(catalog) - missing
     # a seeing column is needed only in the rows kept (here it is missing where the target is)
     kept = train_regressor(
-        options(sims, tmp_path / "c", epochs=1, targets=("hlr_bulge",), seeing="hlr_bulge")
-    )
+        options(sims, tmp_path / "c", epochs=1, targets=("hlr_bulge",), seeing="hlr_bulge",
+                head_activation="gelu")
+    )  # fmt: skip
     assert kept.dropped == missing
+    module = load_regressor(tmp_path / "c" / "checkpoints" / "best.ckpt")[0]
+    assert isinstance(module.model.head[2], torch.nn.GELU)  # the checkpoint rebuilds it
 
 
 def test_bad_targets_and_splits_are_refused(sims: Path, tmp_path: Path) -> None:
@@ -430,6 +438,8 @@ def test_bad_targets_and_splits_are_refused(sims: Path, tmp_path: Path) -> None:
         train_regressor(options(sims, tmp_path / "x", targets=("mag_x",)))
     with pytest.raises(GalclustValueError, match=r"'family' .* is not numeric"):
         train_regressor(options(sims, tmp_path / "x", targets=("family",)))
+    with pytest.raises(GalclustValueError, match="--head-activation tanh: choose relu or gelu"):
+        train_regressor(options(sims, tmp_path / "x", head_activation="tanh"))
     no_test = tmp_path / "no_test"
     simulate(SimulateOptions(n=20, output=str(no_test), size=32, split=(0.9, 0.1, 0.0)))
     with pytest.raises(GalclustValueError, match=r"has no test split.*--split 0\.8,0\.1,0\.1"):

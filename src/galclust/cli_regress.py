@@ -88,6 +88,11 @@ def add_regressor(train_sub: argparse._SubParsersAction[_Parser]) -> None:
         "turns; 8 = all (default: 2)",
     )  # fmt: skip
     p.add_argument(
+        "--head-activation", default="relu", choices=("relu", "gelu"),
+        help="of the hidden layer of the network's head: with relu about half its units never "
+        "fire; gelu keeps them learning (default: relu)",
+    )  # fmt: skip
+    p.add_argument(
         "--baseline", type=int, default=100, metavar="N",
         help="test galaxies also fitted with a Sersic profile, 0 for none (default: 100)",
     )  # fmt: skip
@@ -119,6 +124,7 @@ def _run_regressor(args: argparse.Namespace) -> int:
         ema=args.ema,
         apertures=not args.no_apertures,
         views=args.views,
+        head_activation=args.head_activation,
         baseline=args.baseline,
         workers=args.workers,
         accelerator=args.accelerator,

@@ -44,6 +44,9 @@ ASINH_NORM = 5.0
 #: Radii of the circular apertures of :func:`aperture_photometry`, as fractions of the image
 #: size; the whole image is one more aperture.
 APERTURE_RADII = (1 / 4, 1 / 8, 1 / 16)
+#: Activations of the head's hidden layer. With ReLU about half of its 256 units never fire
+#: (even after the warm-up); GELU keeps a gradient below zero.
+HEAD_ACTIVATIONS = ("relu", "gelu")
 
 
 def _block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
@@ -89,8 +92,11 @@ class Regressor(nn.Module):
         width: int = 24,
         n_conditions: int = 0,
         n_measured: int = 0,
+        head_activation: str = "relu",
     ) -> None:
         super().__init__()
+        if head_activation not in HEAD_ACTIVATIONS:
+            raise ValueError(f"head_activation {head_activation!r}: choose {HEAD_ACTIVATIONS}")
         if not 0 <= n_measured <= n_conditions:
             raise ValueError(f"n_measured {n_measured} must be from 0 to n_conditions")
         if image_size < 16:
@@ -112,7 +118,7 @@ class Regressor(nn.Module):
         self.head = nn.Sequential(
             nn.Flatten(),
             nn.Linear(widths[3] * 16 + n_conditions, 256),
-            nn.ReLU(inplace=True),
+            nn.ReLU(inplace=True) if head_activation == "relu" else nn.GELU(),
             nn.Linear(256, 2 * n_outputs),
         )
         if n_measured:  # standardised, and also mapped linearly to the outputs
@@ -240,6 +246,8 @@ class RegressorModule(L.LightningModule):
         Also give the network the :func:`aperture_photometry` of each image in every band.
     seed : int
         Seed of the augmentations.
+    head_activation : str
+        Of the head's hidden layer, one of :data:`HEAD_ACTIVATIONS` (runs from before it: relu).
     """
 
     mean: torch.Tensor  # buffers: the standardisation of the raw outputs
@@ -261,6 +269,7 @@ class RegressorModule(L.LightningModule):
         nll_beta: float = 0.0,
         apertures: bool = False,
         seed: int = 0,
+        head_activation: str = "relu",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -270,7 +279,7 @@ class RegressorModule(L.LightningModule):
         measured = in_channels * len(masks)
         self.model = Regressor(
             in_channels, image_size, len(outputs), n_conditions=int(bool(seeing)) + measured,
-            n_measured=measured,
+            n_measured=measured, head_activation=head_activation,
         )  # fmt: skip
         self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.cos_like = [i for i, name in enumerate(outputs) if name in ("pa_cos", "e1")]

@@ -19,7 +19,7 @@ import torch
 from galclust.catalog.schema import atomic_write_text
 from galclust.data.dataset import ImageDataset, open_source
 from galclust.exceptions import GalclustFileError, GalclustValueError
-from galclust.models.regressor import VIEWS, RegressorModule
+from galclust.models.regressor import HEAD_ACTIVATIONS, VIEWS, RegressorModule
 from galclust.provenance import is_lead
 from galclust.regress.evaluate import calibrate, evaluate, load_regressor
 from galclust.regress.targets import (
@@ -36,12 +36,13 @@ log = logging.getLogger(__name__)
 
 
 _FIXED = ("source", "targets", "image_size", "lr", "seed", "augment", "batch_size", "seeing",
-          "nll_beta", "ema", "apertures")  # fmt: skip
+          "nll_beta", "ema", "apertures", "head_activation")  # fmt: skip
 #: What picks best.ckpt and stops a run: the mean squared error of the standardised means.
 _MONITOR = "val_mse"
 #: What runs trained before an option existed did: no seeing, the plain likelihood, no average,
 #: pixels only.
-_OLDER = {"seeing": "none", "nll_beta": 0.0, "ema": 0.0, "apertures": False}
+_OLDER = {"seeing": "none", "nll_beta": 0.0, "ema": 0.0, "apertures": False,
+          "head_activation": "relu"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class RegressorOptions:
     nll_beta: float = 0.25  # each likelihood term weighted by its predicted variance ** this
     ema: float = 0.999  # decay of the moving average of the weights that is kept; 0: none
     apertures: bool = True  # give the network each band's aperture photometry too
+    head_activation: str = "relu"  # of the head's hidden layer: relu or gelu
     views: int = 2  # symmetries of each image a prediction averages over (1, 2, 4 or 8)
     baseline: int = 100  # test galaxies also measured by the classical Sersic fit (0: none)
     workers: int = 2
@@ -166,6 +168,10 @@ def _validate(options: RegressorOptions) -> None:
         )
     if options.views not in VIEWS:
         raise GalclustValueError(f"--views {options.views}: choose 1, 2, 4 or 8")
+    if options.head_activation not in HEAD_ACTIVATIONS:
+        raise GalclustValueError(
+            f"--head-activation {options.head_activation}: choose {' or '.join(HEAD_ACTIVATIONS)}"
+        )
 
 
 def train_regressor(options: RegressorOptions) -> RegressorReport:
@@ -253,6 +259,7 @@ def train_regressor(options: RegressorOptions) -> RegressorReport:
         nll_beta=options.nll_beta,
         apertures=options.apertures,
         seed=options.seed,
+        head_activation=options.head_activation,
     )
     if options.apertures and resume_from is None:
         _start_from_photometry(module, data["train"], options.seed)
