@@ -236,6 +236,8 @@ def test_padding_is_noise_not_zeros(tmp_path: Path) -> None:
         ({"mag_range": (27.0, 20.0)}, r"--mag-range 27.0,20.0: .* brightest first"),
         ({"mag_range": (20.0, float("nan"))}, r"--mag-range 20.0,nan"),
         ({"stamp_range": (4, 64)}, r"--stamp-sizes 4,64: .* 8 <= min <= max"),
+        ({"stamp_range": (16,)}, r"--stamp-sizes 16: give the smallest and largest"),
+        ({"mag_range": (20.0,)}, r"--mag-range 20.0: give the brightest and faintest"),
     ],
 )
 def test_bad_options(tmp_path: Path, changes: dict[str, object], message: str) -> None:

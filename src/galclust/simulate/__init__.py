@@ -118,8 +118,8 @@ def _validate(options: SimulateOptions) -> Survey:
         raise GalclustValueError(f"-n {options.n}: give at least one galaxy to simulate")
     if options.size < 16:
         raise GalclustValueError(f"--size {options.size}: images must be at least 16 pixels")
-    lo, hi = options.stamp_range
-    if len(options.stamp_range) != 2 or lo < 8 or hi < lo:
+    stamps = tuple(options.stamp_range)
+    if len(stamps) != 2 or stamps[0] < 8 or stamps[1] < stamps[0]:
         raise GalclustValueError(
             f"--stamp-sizes {','.join(map(str, options.stamp_range))}: give the smallest and "
             "largest stamp in pixels, 8 <= min <= max, e.g. --stamp-sizes 16,192"
