@@ -130,13 +130,13 @@ def _sky(
     values = np.stack(
         [pd.to_numeric(catalog[n], errors="coerce").to_numpy(np.float64) for n in names], axis=1
     )
-    bad = ~np.isfinite(values).all(axis=1)
+    bad = ~np.isfinite(values)
     if bad.any():
-        first = catalog["id_str"].iloc[int(np.argmax(bad))]
+        row, band = np.argwhere(bad)[0]
         raise GalclustValueError(
-            f"{data}: column {names[int(np.argmax(~np.isfinite(values[bad][0])))]} is not a "
-            f"finite number in {int(bad.sum())} rows (first: {first}); give each image's sky "
-            "level per pixel in image units (0 for a sky-subtracted image)"
+            f"{data}: column {names[band]} is not a finite number in {int(bad.any(1).sum())} "
+            f"rows (first: {catalog['id_str'].iloc[row]}); give each image's sky level per "
+            "pixel in image units (0 for a sky-subtracted image)"
         )
     notes.append(
         f"sky level subtracted from column{'s' if len(set(names)) > 1 else ''} "
