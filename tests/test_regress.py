@@ -375,6 +375,8 @@ def test_regressor_learns_magnitude_far_better_than_the_mean(tmp_path: Path) -> 
 def test_resume_continues_and_refuses_other_targets(sims: Path, tmp_path: Path) -> None:
     run = tmp_path / "r"
     train_regressor(options(sims, run, epochs=1))
+    module = load_regressor(run / "checkpoints" / "best.ckpt")[0]
+    assert isinstance(module.model.head[2], torch.nn.GELU)  # the default
     with pytest.raises(GalclustFileError, match="already holds a finished run"):
         train_regressor(options(sims, run, epochs=2))
     report = train_regressor(options(sims, run, epochs=2, resume=True))
@@ -387,15 +389,16 @@ def test_resume_continues_and_refuses_other_targets(sims: Path, tmp_path: Path) 
         train_regressor(options(sims, run, epochs=3, resume=True, nll_beta=0.5))
     with pytest.raises(GalclustValueError, match=r"trained with ema=0\.999, not 0\.0"):
         train_regressor(options(sims, run, epochs=3, resume=True, ema=0.0))
-    with pytest.raises(GalclustValueError, match="trained with head_activation='relu', not 'gelu'"):
-        train_regressor(options(sims, run, epochs=3, resume=True, head_activation="gelu"))
+    with pytest.raises(GalclustValueError, match="trained with head_activation='gelu', not 'relu'"):
+        train_regressor(options(sims, run, epochs=3, resume=True, head_activation="relu"))
 
 
 def test_a_run_from_before_seeing_and_beta_resumes_as_it_was_trained(
     sims: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "old"
-    old = {"seeing": "none", "nll_beta": 0.0, "ema": 0.0, "apertures": False}
+    old = {"seeing": "none", "nll_beta": 0.0, "ema": 0.0, "apertures": False,
+           "head_activation": "relu"}  # fmt: skip
     train_regressor(options(sims, run, epochs=1, **old))
     state = json.loads((run / "run.json").read_text())
     for name in old:  # as galclust wrote run.json before these options
@@ -407,8 +410,11 @@ def test_a_run_from_before_seeing_and_beta_resumes_as_it_was_trained(
         train_regressor(options(sims, run, epochs=2, resume=True, nll_beta=0.0))
     with pytest.raises(GalclustValueError, match=r"trained with apertures=False, not True"):
         train_regressor(options(sims, run, epochs=2, resume=True, nll_beta=0.0, ema=0.0))
+    as_trained = {"nll_beta": 0.0, "ema": 0.0, "apertures": False}
+    with pytest.raises(GalclustValueError, match="trained with head_activation='relu', not 'gelu'"):
+        train_regressor(options(sims, run, epochs=2, resume=True, **as_trained))
     report = train_regressor(
-        options(sims, run, epochs=2, resume=True, nll_beta=0.0, ema=0.0, apertures=False)
+        options(sims, run, epochs=2, resume=True, head_activation="relu", **as_trained)
     )
     assert report.epochs == 2  # --seeing auto took the run's own: none
     module = load_regressor(run / "checkpoints" / "best.ckpt")[0]
@@ -426,11 +432,11 @@ def test_nan_targets_are_dropped_and_counted(sims: Path, tmp_path: Path) -> None
     # a seeing column is needed only in the rows kept (here it is missing where the target is)
     kept = train_regressor(
         options(sims, tmp_path / "c", epochs=1, targets=("hlr_bulge",), seeing="hlr_bulge",
-                head_activation="gelu")
+                head_activation="relu")
     )  # fmt: skip
     assert kept.dropped == missing
     module = load_regressor(tmp_path / "c" / "checkpoints" / "best.ckpt")[0]
-    assert isinstance(module.model.head[2], torch.nn.GELU)  # the checkpoint rebuilds it
+    assert isinstance(module.model.head[2], torch.nn.ReLU)  # the checkpoint rebuilds it
 
 
 def test_bad_targets_and_splits_are_refused(sims: Path, tmp_path: Path) -> None:

@@ -88,9 +88,9 @@ def add_regressor(train_sub: argparse._SubParsersAction[_Parser]) -> None:
         "turns; 8 = all (default: 2)",
     )  # fmt: skip
     p.add_argument(
-        "--head-activation", default="relu", choices=("relu", "gelu"),
-        help="of the hidden layer of the network's head: with relu about half its units never "
-        "fire; gelu keeps them learning (default: relu)",
+        "--head-activation", default="gelu", choices=("relu", "gelu"),
+        help="of the hidden layer of the network's head: gelu keeps every unit learning; with "
+        "relu (the default before) about half never fire (default: gelu)",
     )  # fmt: skip
     p.add_argument(
         "--baseline", type=int, default=100, metavar="N",

@@ -63,7 +63,7 @@ class RegressorOptions:
     nll_beta: float = 0.25  # each likelihood term weighted by its predicted variance ** this
     ema: float = 0.999  # decay of the moving average of the weights that is kept; 0: none
     apertures: bool = True  # give the network each band's aperture photometry too
-    head_activation: str = "relu"  # of the head's hidden layer: relu or gelu
+    head_activation: str = "gelu"  # of the head's hidden layer: gelu or relu
     views: int = 2  # symmetries of each image a prediction averages over (1, 2, 4 or 8)
     baseline: int = 100  # test galaxies also measured by the classical Sersic fit (0: none)
     workers: int = 2
