@@ -145,7 +145,8 @@ def test_regressor_shapes_follow_its_parameters() -> None:
     torch.testing.assert_close(mean[:, 0], torch.tensor([4.0, 5.0, 6.0]))
     with pytest.raises(ValueError, match="n_measured 2 must be from 0 to n_conditions"):
         Regressor(n_conditions=1, n_measured=2)
-    assert isinstance(Regressor(head_activation="gelu").head[2], torch.nn.GELU)
+    assert isinstance(Regressor().head[2], torch.nn.GELU)
+    assert isinstance(Regressor(head_activation="relu").head[2], torch.nn.ReLU)
     with pytest.raises(ValueError, match="head_activation 'tanh'"):
         Regressor(head_activation="tanh")
 

@@ -45,7 +45,7 @@ ASINH_NORM = 5.0
 #: size; the whole image is one more aperture.
 APERTURE_RADII = (1 / 4, 1 / 8, 1 / 16)
 #: Activations of the head's hidden layer. With ReLU about half of its 256 units never fire
-#: (even after the warm-up); GELU keeps a gradient below zero.
+#: (even after the warm-up); GELU (the default) keeps a gradient below zero.
 HEAD_ACTIVATIONS = ("relu", "gelu")
 
 
@@ -92,7 +92,7 @@ class Regressor(nn.Module):
         width: int = 24,
         n_conditions: int = 0,
         n_measured: int = 0,
-        head_activation: str = "relu",
+        head_activation: str = "gelu",
     ) -> None:
         super().__init__()
         if head_activation not in HEAD_ACTIVATIONS:
@@ -247,7 +247,8 @@ class RegressorModule(L.LightningModule):
     seed : int
         Seed of the augmentations.
     head_activation : str
-        Of the head's hidden layer, one of :data:`HEAD_ACTIVATIONS` (runs from before it: relu).
+        Of the head's hidden layer, one of :data:`HEAD_ACTIVATIONS`. The default here, relu, is
+        what checkpoints from before the option hold; training passes its own (gelu by default).
     """
 
     mean: torch.Tensor  # buffers: the standardisation of the raw outputs
