@@ -40,7 +40,7 @@ _FIXED = ("source", "targets", "image_size", "lr", "seed", "augment", "batch_siz
 #: What picks best.ckpt and stops a run: the mean squared error of the standardised means.
 _MONITOR = "val_mse"
 #: What runs trained before an option existed did: no seeing, the plain likelihood, no average,
-#: pixels only.
+#: pixels only, a ReLU head.
 _OLDER = {"seeing": "none", "nll_beta": 0.0, "ema": 0.0, "apertures": False,
           "head_activation": "relu"}  # fmt: skip
 
